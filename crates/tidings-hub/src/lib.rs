@@ -1,0 +1,1 @@
+//! The Tidings hub as a library (work in progress).

@@ -1,0 +1,20 @@
+//! # Tidings
+//!
+//! Spec-exact server-sent events for tokio, hyper and axum.
+//!
+//! - [`wire`]: the `text/event-stream` format — [`Event`] encodes once into shared bytes,
+//!   [`wire::Parser`] parses any chunking of a stream exactly as browsers do.
+//! - [`server`]: sessions (one client connection each), channels (broadcast to many with
+//!   filters), bounded replay history keyed on `Last-Event-ID`, keep-alive, and a named
+//!   policy for slow clients.
+//! - [`EventId`]: ordered ids `<ms>-<seq>`, comparable across channels and topics.
+
+#![warn(missing_docs)]
+
+mod error;
+mod id;
+pub mod wire;
+
+pub use error::{Error, ErrorKind};
+pub use id::{EventId, IdGenerator};
+pub use wire::Event;
