@@ -20,6 +20,8 @@ pub enum ErrorKind {
     Closed,
     /// A text could not be read as a Tidings event id (`<ms>-<seq>`).
     InvalidEventIdFormat,
+    /// A slow-client policy name was not one of `disconnect`, `drop-oldest`, `latest-only`.
+    InvalidPolicy,
     /// The connection to an event-stream server failed (client side).
     Connect,
     /// The server answered with a status other than 200 (client side; fatal).

@@ -13,6 +13,7 @@
 
 mod error;
 mod id;
+pub mod server;
 pub mod wire;
 
 pub use error::{Error, ErrorKind};

@@ -1,0 +1,346 @@
+//! The bounded per-session queue between producers (pushes, broadcasts) and the one
+//! consumer (the response body), and the policy applied when it is full.
+//!
+//! Locking: one `Mutex<QueueState>` per session guards the queued bytes, the pending
+//! drop count, the closed flag and the consumer's waker. It is held only for O(1) work
+//! (plus draining); wakers and close callbacks always run after it is released, so a
+//! callback may take any other lock (a channel's) without ordering problems.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Mutex;
+use std::task::Waker;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::Notify;
+
+use crate::error::{Error, ErrorKind};
+
+/// What happens when a slow client's queue is full.
+///
+/// Every action is counted (see [`SessionStats`] and the channel's stats); none is silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SlowClientPolicy {
+    /// End the stream. The client reconnects with its `Last-Event-ID` and replays what it
+    /// missed from history, so with history kept nothing is lost. The default.
+    #[default]
+    Disconnect,
+    /// Drop the oldest queued events to make room, and send a
+    /// [`Gap`](super::Gap) event with reason `dropped` before the rest.
+    DropOldest,
+    /// Keep only the newest event: for state where only the latest value matters.
+    LatestOnly,
+}
+
+impl fmt::Display for SlowClientPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SlowClientPolicy::Disconnect => "disconnect",
+            SlowClientPolicy::DropOldest => "drop-oldest",
+            SlowClientPolicy::LatestOnly => "latest-only",
+        })
+    }
+}
+
+impl std::str::FromStr for SlowClientPolicy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<SlowClientPolicy, Error> {
+        match s {
+            "disconnect" => Ok(SlowClientPolicy::Disconnect),
+            "drop-oldest" => Ok(SlowClientPolicy::DropOldest),
+            "latest-only" => Ok(SlowClientPolicy::LatestOnly),
+            other => Err(Error::new(
+                ErrorKind::InvalidPolicy,
+                format!("unknown slow-client policy {other:?}; use disconnect, drop-oldest or latest-only"),
+            )),
+        }
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Queued with room to spare.
+    Queued,
+    /// Queued after dropping this many older events (`drop-oldest`).
+    DroppedOldest(u64),
+    /// Queued after discarding this many older events (`latest-only`).
+    Replaced(u64),
+    /// The queue was full: the session was closed (`disconnect`) and this event not queued.
+    Disconnected,
+}
+
+/// Counters of one session's queue, for observability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionStats {
+    /// Bytes queued right now.
+    pub queued_bytes: usize,
+    /// Events dropped by `drop-oldest`.
+    pub dropped: u64,
+    /// Events discarded by `latest-only`.
+    pub replaced: u64,
+    /// Whether `disconnect` closed this session.
+    pub disconnected_slow: bool,
+}
+
+/// Why a queue stopped taking events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// `close()` was called: flush what is queued, then end.
+    Server,
+    /// The `disconnect` policy fired: end now.
+    Slow,
+    /// The response body was dropped: the client went away.
+    ClientGone,
+}
+
+type CloseCallback = Box<dyn FnOnce() + Send + Sync>;
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Bytes>,
+    bytes: usize,
+    /// Events dropped by `drop-oldest` since the last drain (a gap event is owed).
+    pending_dropped: u64,
+    closed: Option<CloseReason>,
+    waker: Option<Waker>,
+    callbacks: Vec<CloseCallback>,
+    stats: SessionStats,
+}
+
+/// The shared half of a session: its queue, its close state, and its wake-ups.
+pub(crate) struct Link {
+    state: Mutex<QueueState>,
+    max_bytes: usize,
+    /// Notified when the session closes and when the consumer drains (room appeared).
+    changed: Notify,
+}
+
+/// What the consumer takes out in one go.
+pub(crate) enum Drained {
+    /// Bytes to write (everything queued, coalesced), and the drop count owed a gap event.
+    Data(Bytes, u64),
+    /// Nothing queued; the consumer should wait.
+    Empty,
+    /// Closed and fully drained: end the stream.
+    End,
+}
+
+impl Link {
+    pub(crate) fn new(max_bytes: usize) -> Link {
+        Link {
+            state: Mutex::new(QueueState::default()),
+            max_bytes,
+            changed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A panic while holding this lock leaves the queue consistent (every mutation is a
+        // single step), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues shared bytes under `policy`.
+    pub(crate) fn push(
+        &self,
+        bytes: Bytes,
+        policy: SlowClientPolicy,
+    ) -> Result<PushOutcome, Error> {
+        let mut q = self.lock();
+        if q.closed.is_some() {
+            return Err(closed_error());
+        }
+        let mut outcome = PushOutcome::Queued;
+        // A single event larger than the whole bound still goes through an empty queue:
+        // the bound is about falling behind, not about event size.
+        if !q.items.is_empty() && q.bytes + bytes.len() > self.max_bytes {
+            match policy {
+                SlowClientPolicy::Disconnect => {
+                    q.items.clear();
+                    q.bytes = 0;
+                    q.closed = Some(CloseReason::Slow);
+                    q.stats.disconnected_slow = true;
+                    let waker = q.waker.take();
+                    drop(q);
+                    self.changed.notify_waiters();
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                    return Ok(PushOutcome::Disconnected);
+                }
+                SlowClientPolicy::DropOldest => {
+                    let mut dropped = 0;
+                    while !q.items.is_empty() && q.bytes + bytes.len() > self.max_bytes {
+                        if let Some(old) = q.items.pop_front() {
+                            q.bytes -= old.len();
+                            dropped += 1;
+                        }
+                    }
+                    q.pending_dropped += dropped;
+                    q.stats.dropped += dropped;
+                    outcome = PushOutcome::DroppedOldest(dropped);
+                }
+                SlowClientPolicy::LatestOnly => {
+                    let replaced = q.items.len() as u64;
+                    q.items.clear();
+                    q.bytes = 0;
+                    q.stats.replaced += replaced;
+                    outcome = PushOutcome::Replaced(replaced);
+                }
+            }
+        }
+        q.bytes += bytes.len();
+        q.items.push_back(bytes);
+        let waker = q.waker.take();
+        drop(q);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(outcome)
+    }
+
+    /// Queues replayed history whatever the bound: history is bounded itself, the items
+    /// are shared with it (no copy), and the consumer takes them all on its next poll.
+    pub(crate) fn push_unbounded(
+        &self,
+        items: impl IntoIterator<Item = Bytes>,
+    ) -> Result<(), Error> {
+        let mut q = self.lock();
+        if q.closed.is_some() {
+            return Err(closed_error());
+        }
+        let before = q.items.len();
+        for item in items {
+            q.bytes += item.len();
+            q.items.push_back(item);
+        }
+        let waker = if q.items.len() > before {
+            q.waker.take()
+        } else {
+            None
+        };
+        drop(q);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Takes everything queued, coalesced into one buffer, or registers `waker`.
+    pub(crate) fn drain(&self, waker: &Waker) -> Drained {
+        let mut q = self.lock();
+        if q.items.is_empty() && q.pending_dropped == 0 {
+            if q.closed.is_some() {
+                return Drained::End;
+            }
+            match &q.waker {
+                Some(w) if w.will_wake(waker) => {}
+                _ => q.waker = Some(waker.clone()),
+            }
+            return Drained::Empty;
+        }
+        let dropped = std::mem::take(&mut q.pending_dropped);
+        let out = if q.items.len() == 1 {
+            q.items.pop_front().unwrap_or_default()
+        } else {
+            let mut buf = BytesMut::with_capacity(q.bytes);
+            for item in q.items.drain(..) {
+                buf.extend_from_slice(&item);
+            }
+            buf.freeze()
+        };
+        q.items.clear();
+        q.bytes = 0;
+        drop(q);
+        self.changed.notify_waiters();
+        Drained::Data(out, dropped)
+    }
+
+    /// Closes the queue (idempotent) and runs the close callbacks once, outside the lock.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let mut q = self.lock();
+        if q.closed.is_none() {
+            q.closed = Some(reason);
+        }
+        if reason == CloseReason::ClientGone {
+            q.items.clear();
+            q.bytes = 0;
+            q.pending_dropped = 0;
+        }
+        let callbacks = std::mem::take(&mut q.callbacks);
+        let waker = q.waker.take();
+        drop(q);
+        self.changed.notify_waiters();
+        if let Some(w) = waker {
+            w.wake();
+        }
+        for callback in callbacks {
+            callback();
+        }
+    }
+
+    /// Runs `callback` when the session closes, or at once if it already has.
+    pub(crate) fn on_close(&self, callback: CloseCallback) {
+        let mut q = self.lock();
+        // A slow-client close happens under the caller's locks, so its callbacks wait for
+        // the body to be dropped; every other close has already run them.
+        if q.closed.is_some() && q.closed != Some(CloseReason::Slow) {
+            drop(q);
+            callback();
+            return;
+        }
+        q.callbacks.push(callback);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    pub(crate) fn has_room(&self) -> bool {
+        let q = self.lock();
+        q.closed.is_some() || q.items.is_empty() || q.bytes < self.max_bytes
+    }
+
+    pub(crate) fn stats(&self) -> SessionStats {
+        let q = self.lock();
+        SessionStats {
+            queued_bytes: q.bytes,
+            ..q.stats
+        }
+    }
+
+    /// Resolves once the session is closed.
+    pub(crate) async fn closed(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves once the queue has room (or the session is closed).
+    pub(crate) async fn room(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pub(crate) fn closed_error() -> Error {
+    Error::new(
+        ErrorKind::Closed,
+        "the session is closed: the client went away or the server closed it",
+    )
+}

@@ -1,0 +1,336 @@
+//! One client connection: [`Session`] pushes events, [`SessionStream`] is its response body.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use futures_util::StreamExt;
+use http::{HeaderMap, Uri};
+
+use super::gap::Gap;
+use super::queue::{closed_error, CloseReason, Link, PushOutcome, SessionStats, SlowClientPolicy};
+use super::stream::SessionStream;
+use crate::error::Error;
+use crate::wire::Event;
+
+/// Default `retry:` sent when a session opens: 3 s.
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(3);
+/// Default quiet period before a keep-alive comment: 15 s.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Default bound on the bytes queued for one session: 256 KiB.
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 256 * 1024;
+
+/// A process-unique session number, for listings, logs and lifecycle notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+fn next_session_id() -> SessionId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    SessionId(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// How a session behaves on the wire. Build with the methods; the defaults suit most uses.
+///
+/// ```
+/// use std::time::Duration;
+/// use tidings::server::SessionConfig;
+///
+/// let config = SessionConfig::new()
+///     .retry(Some(Duration::from_millis(1500)))
+///     .keep_alive(Some(Duration::from_secs(20)))
+///     .padding(true);
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub(crate) retry: Option<Duration>,
+    pub(crate) keep_alive: Option<Duration>,
+    pub(crate) padding: bool,
+    pub(crate) max_queue_bytes: usize,
+    pub(crate) last_event_id: Option<String>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            retry: Some(DEFAULT_RETRY),
+            keep_alive: Some(DEFAULT_KEEP_ALIVE),
+            padding: false,
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
+            last_event_id: None,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// The defaults: `retry: 3000` first, keep-alive after 15 s of quiet, no padding, a
+    /// 256 KiB queue, no last event id.
+    pub fn new() -> SessionConfig {
+        SessionConfig::default()
+    }
+
+    /// The config for a request: the defaults plus the client's last event id, read from
+    /// the `Last-Event-ID` header or else the `lastEventId` query parameter (polyfills).
+    pub fn from_request(headers: &HeaderMap, uri: &Uri) -> SessionConfig {
+        SessionConfig::new().last_event_id(last_event_id_from_request(headers, uri))
+    }
+
+    /// The reconnection time announced with `retry:` when the stream opens (`None`: don't).
+    pub fn retry(mut self, retry: Option<Duration>) -> SessionConfig {
+        self.retry = retry;
+        self
+    }
+
+    /// The quiet period after which a `:` comment is written to keep proxies from closing
+    /// the stream (`None`: never). Any write resets it.
+    pub fn keep_alive(mut self, keep_alive: Option<Duration>) -> SessionConfig {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// Whether to open with a 2 KiB comment, which old polyfills (XDomainRequest era)
+    /// need before they deliver the first event.
+    pub fn padding(mut self, padding: bool) -> SessionConfig {
+        self.padding = padding;
+        self
+    }
+
+    /// The bound on bytes queued for this client before the slow-client policy acts.
+    pub fn max_queue_bytes(mut self, bytes: usize) -> SessionConfig {
+        self.max_queue_bytes = bytes;
+        self
+    }
+
+    /// The client's last event id (where a channel resumes it from).
+    pub fn last_event_id(mut self, id: Option<String>) -> SessionConfig {
+        self.last_event_id = id;
+        self
+    }
+}
+
+/// Reads a client's last event id: the `Last-Event-ID` header, else the `lastEventId`
+/// query parameter (how XDomainRequest-era polyfills send it). A header that is not
+/// valid UTF-8 is lossily decoded rather than ignored, so a resume is never silently lost.
+pub fn last_event_id_from_request(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    if let Some(value) = headers.get("last-event-id") {
+        return Some(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    let query = uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "lastEventId")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// One client connection: a cheap, clonable handle that pushes events to it.
+///
+/// [`Session::new`] gives the handle and the [`SessionStream`] to answer the request
+/// with. Events pushed are encoded once and queued (bounded, see [`SlowClientPolicy`]);
+/// the stream writes everything queued in one write per wake-up. `S` is any per-session
+/// state you want to keep with the connection (a user id, a filter).
+///
+/// ```
+/// use tidings::server::{Session, SessionConfig};
+/// use tidings::Event;
+///
+/// # async fn handler() -> tidings::server::SessionStream {
+/// let (session, stream) = Session::new(SessionConfig::new(), "user-42");
+/// tokio::spawn(async move {
+///     let _ = session.push(&Event::new().event("hello").data(*session.state()));
+///     session.closed().await; // the client went away
+/// });
+/// stream // an axum response (and an http_body::Body for plain hyper)
+/// # }
+/// ```
+pub struct Session<S = ()> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    id: SessionId,
+    link: Arc<Link>,
+    last_event_id: Option<String>,
+    state: S,
+}
+
+impl<S> Clone for Session<S> {
+    fn clone(&self) -> Session<S> {
+        Session {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Session<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .field("last_event_id", &self.inner.last_event_id)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync + 'static> Session<S> {
+    /// A new session and the response body that carries its events to the client.
+    pub fn new(config: SessionConfig, state: S) -> (Session<S>, SessionStream) {
+        let link = Arc::new(Link::new(config.max_queue_bytes));
+        let id = next_session_id();
+        let stream = SessionStream::new(Arc::clone(&link), &config);
+        let session = Session {
+            inner: Arc::new(Inner {
+                id,
+                link,
+                last_event_id: config.last_event_id,
+                state,
+            }),
+        };
+        (session, stream)
+    }
+}
+
+impl<S> Session<S> {
+    /// This session's process-unique id.
+    pub fn id(&self) -> SessionId {
+        self.inner.id
+    }
+
+    /// The per-session state given to [`Session::new`].
+    pub fn state(&self) -> &S {
+        &self.inner.state
+    }
+
+    /// The last event id the client sent when it connected, if any.
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.inner.last_event_id.as_deref()
+    }
+
+    /// Encodes and queues one event under the default policy (`disconnect`).
+    ///
+    /// # Errors
+    /// The encoder's errors for an invalid event; [`ErrorKind::Closed`](crate::ErrorKind::Closed)
+    /// when the session is closed.
+    pub fn push(&self, event: &Event) -> Result<PushOutcome, Error> {
+        self.push_bytes(event.encode()?, SlowClientPolicy::default())
+    }
+
+    /// Encodes several events into one buffer and queues it: one write on the wire.
+    ///
+    /// # Errors
+    /// As [`Session::push`]; on an invalid event nothing is queued.
+    pub fn push_batch(&self, events: &[Event]) -> Result<PushOutcome, Error> {
+        let mut buf = BytesMut::new();
+        for event in events {
+            event.encode_into(&mut buf)?;
+        }
+        self.push_bytes(buf.freeze(), SlowClientPolicy::default())
+    }
+
+    /// Queues already-encoded bytes (shared with other sessions) under `policy`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the session is closed.
+    pub fn push_bytes(&self, bytes: Bytes, policy: SlowClientPolicy) -> Result<PushOutcome, Error> {
+        self.inner.link.push(bytes, policy)
+    }
+
+    /// Queues replayed history, whatever the queue bound (history is bounded itself).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the session is closed.
+    pub fn push_replay(&self, items: impl IntoIterator<Item = Bytes>) -> Result<(), Error> {
+        self.inner.link.push_unbounded(items)
+    }
+
+    /// Queues a [`Gap`] notice, whatever the queue bound.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the session is closed.
+    pub fn push_gap(&self, gap: &Gap) -> Result<(), Error> {
+        self.push_replay([gap.to_event().encode()?])
+    }
+
+    /// Sends every event of `events` in order, waiting for room in the queue instead of
+    /// applying the slow-client policy (back-pressure for a producer you control).
+    /// Returns when the stream ends.
+    ///
+    /// # Errors
+    /// The encoder's errors; [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the
+    /// session closes first.
+    pub async fn stream<St>(&self, events: St) -> Result<(), Error>
+    where
+        St: Stream<Item = Event>,
+    {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            let bytes = event.encode()?;
+            self.inner.link.room().await;
+            if self.is_closed() {
+                return Err(closed_error());
+            }
+            self.inner.link.push(bytes, SlowClientPolicy::Disconnect)?;
+        }
+        Ok(())
+    }
+
+    /// Server-initiated close: what is queued is still written, then the stream ends.
+    /// Browsers reconnect after their retry time unless the page calls `close()`; to tell
+    /// them to stop for good, answer their next request with 204 No Content.
+    pub fn close(&self) {
+        self.inner.link.close(CloseReason::Server);
+    }
+
+    /// Whether the session is closed (by the server, the slow-client policy, or the client).
+    pub fn is_closed(&self) -> bool {
+        self.inner.link.is_closed()
+    }
+
+    /// Resolves once the session is closed: the client went away (noticed when the
+    /// connection ends or a write fails; keep-alive makes that prompt), the server closed
+    /// it, or the slow-client policy did.
+    pub async fn closed(&self) {
+        self.inner.link.closed().await;
+    }
+
+    /// Runs `callback` once when the session closes (at once if it already has). It never
+    /// runs while a Tidings lock is held, so it may call into channels.
+    pub fn on_close(&self, callback: impl FnOnce(SessionId) + Send + Sync + 'static) {
+        let id = self.inner.id;
+        self.inner.link.on_close(Box::new(move || callback(id)));
+    }
+
+    /// The queue's counters.
+    pub fn stats(&self) -> SessionStats {
+        self.inner.link.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_event_id_header_wins_over_query() {
+        let mut headers = HeaderMap::new();
+        let uri: Uri = "/events?lastEventId=q%2D1&x=1".parse().expect("uri");
+        assert_eq!(
+            last_event_id_from_request(&headers, &uri).as_deref(),
+            Some("q-1")
+        );
+        headers.insert("last-event-id", "h-2".parse().expect("header"));
+        assert_eq!(
+            last_event_id_from_request(&headers, &uri).as_deref(),
+            Some("h-2")
+        );
+        let plain: Uri = "/events".parse().expect("uri");
+        assert_eq!(last_event_id_from_request(&HeaderMap::new(), &plain), None);
+    }
+}
