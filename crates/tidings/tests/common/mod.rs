@@ -77,6 +77,16 @@ pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Str
 }
 
 impl Stream {
+    /// Wraps a response already received (e.g. over HTTP/2).
+    pub fn from_response(response: http::Response<Incoming>) -> Stream {
+        let (head, body) = response.into_parts();
+        Stream {
+            head,
+            body,
+            buf: BytesMut::new(),
+        }
+    }
+
     /// Reads until at least `n` bytes are buffered or the stream ends; returns them all.
     pub async fn read_raw(&mut self, n: usize) -> Bytes {
         while self.buf.len() < n {
