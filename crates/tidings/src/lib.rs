@@ -19,3 +19,8 @@ pub mod wire;
 pub use error::{Error, ErrorKind};
 pub use id::{EventId, IdGenerator};
 pub use wire::Event;
+
+/// The README's library example, compiled by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
