@@ -518,3 +518,39 @@ async fn batch_is_one_write_and_stream_applies_back_pressure() {
         .expect("stream sent everything");
     assert!(!session.stats().disconnected_slow);
 }
+
+/// No axum: a plain hyper service answering with `SessionStream::into_response`.
+#[tokio::test]
+async fn plain_hyper_service() {
+    let channel: Channel = Channel::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let serving = channel.clone();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let service =
+            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let config =
+                    SessionConfig::from_request(request.headers(), request.uri()).retry(None);
+                let (session, stream) = Session::new(config, ());
+                let registered = serving.register(&session);
+                async move { registered.map(|()| stream.into_response()) }
+            });
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .await;
+    });
+    let mut stream = open(addr, "/", &[]).await;
+    assert_eq!(stream.head.headers["content-type"], "text/event-stream");
+    wait_for_sessions(&channel, 1).await;
+    channel
+        .broadcast(&Event::new().data("plain"))
+        .expect("broadcast");
+    assert_eq!(
+        stream.next_event().await.map(|e| e.data).as_deref(),
+        Some("plain")
+    );
+}
