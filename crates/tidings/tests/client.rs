@@ -647,3 +647,96 @@ async fn http2_with_prior_knowledge() {
         Some(&b"h"[..])
     );
 }
+
+/// A TLS server (the committed self-signed certificate for `localhost` and `127.0.0.1`)
+/// offering h2 and http/1.1 by ALPN; every request gets one event, then the body ends.
+/// Records the HTTP version of each request.
+async fn tls_server() -> (SocketAddr, Arc<Mutex<Vec<http::Version>>>) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let cert = CertificateDer::from(include_bytes!("fixtures/cert.der").to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        include_bytes!("fixtures/key.der").to_vec(),
+    ));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("the fixture certificate and key match");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let versions = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&versions);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    seen.lock().expect("not poisoned").push(request.version());
+                    async move {
+                        http::Response::builder()
+                            .header("content-type", "text/event-stream")
+                            .body(Full::new(Bytes::from_static(b"data: over tls\n\n")))
+                            .map_err(|e| e.to_string())
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, versions)
+}
+
+#[tokio::test]
+async fn https_negotiates_http2_and_trusts_added_roots() {
+    let (addr, versions) = tls_server().await;
+    let source = EventSource::builder(&format!("https://localhost:{}/", addr.port()))
+        .add_root_certificate(include_bytes!("fixtures/cert.der").to_vec())
+        .reconnect(false)
+        .build()
+        .expect("valid");
+    let items = all_described(source).await;
+    assert_eq!(
+        items,
+        [
+            "connecting",
+            "open",
+            r#"event message "over tls" id="""#,
+            "closed"
+        ]
+    );
+    assert_eq!(
+        *versions.lock().expect("not poisoned"),
+        [http::Version::HTTP_2]
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_connection_error() {
+    let (addr, versions) = tls_server().await;
+    let source = EventSource::builder(&format!("https://127.0.0.1:{}/", addr.port()))
+        .reconnect(false)
+        .build()
+        .expect("valid");
+    let items = all_items(source).await;
+    let described: Vec<_> = items.iter().map(describe).collect();
+    assert_eq!(described, ["connecting", "error Connect", "closed"]);
+    if let Item::Error(error) = &items[1] {
+        assert!(error.to_string().contains("certificate"), "{error}");
+    }
+    assert!(versions.lock().expect("not poisoned").is_empty());
+}
