@@ -200,7 +200,7 @@ fn event<'a>(args: &'a PublishArgs, data: &'a str) -> Publish<'a> {
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
     if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {human_pos} events published ({per_sec})")
+        ProgressStyle::with_template("{spinner} {human_pos} events published in {elapsed}")
     {
         bar.set_style(style);
     }
