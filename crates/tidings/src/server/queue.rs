@@ -298,11 +298,6 @@ impl Link {
         self.lock().closed.is_some()
     }
 
-    pub(crate) fn has_room(&self) -> bool {
-        let q = self.lock();
-        q.closed.is_some() || q.items.is_empty() || q.bytes < self.max_bytes
-    }
-
     pub(crate) fn stats(&self) -> SessionStats {
         let q = self.lock();
         SessionStats {
@@ -324,14 +319,28 @@ impl Link {
         }
     }
 
-    /// Resolves once the queue has room (or the session is closed).
-    pub(crate) async fn room(&self) {
+    /// Queues `bytes` once there is room for them, waiting instead of applying a policy
+    /// (back-pressure for a producer that can wait).
+    pub(crate) async fn push_when_room(&self, bytes: Bytes) -> Result<(), Error> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.has_room() {
-                return;
+            {
+                let mut q = self.lock();
+                if q.closed.is_some() {
+                    return Err(closed_error());
+                }
+                if q.items.is_empty() || q.bytes + bytes.len() <= self.max_bytes {
+                    q.bytes += bytes.len();
+                    q.items.push_back(bytes);
+                    let waker = q.waker.take();
+                    drop(q);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                    return Ok(());
+                }
             }
             notified.await;
         }
