@@ -7,7 +7,8 @@
 //! hub's fan-out through [`Engine::subscribe_live`].
 //!
 //! The hub chooses its engine at run time as an `Arc<dyn Engine>`; this crate ships
-//! [`MemoryEngine`]. A disk engine and a Redis engine implement the same trait.
+//! [`MemoryEngine`] and [`DiskEngine`] (durable, in a data dir). A Redis engine implements
+//! the same trait.
 //!
 //! # Where live events come from
 //!
@@ -34,6 +35,7 @@
 //! With these, the hub's subscribe path (register for live events, then read history, then
 //! hand over; see [`crate::fanout`]) delivers every event exactly once, in order.
 
+mod disk;
 mod memory;
 
 use std::sync::{Arc, OnceLock};
@@ -48,6 +50,10 @@ use tidings::{Event, EventId};
 use crate::error::Error;
 use crate::topics::{Topic, TopicFilter};
 
+pub use disk::{
+    DiskEngine, DiskOptions, Limits, RetentionOverride, RetentionRules, TrimReport,
+    DEFAULT_TRIM_BATCH, DEFAULT_TRIM_INTERVAL,
+};
 pub use memory::{MemoryEngine, DEFAULT_MAX_AGE, DEFAULT_MAX_EVENTS_PER_TOPIC};
 
 /// An event to store: what a publisher sent, validated, before it has an id.
