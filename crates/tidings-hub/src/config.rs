@@ -10,9 +10,12 @@
 //! | setting | default | meaning |
 //! |---|---|---|
 //! | `listen` | `127.0.0.1:8080` | address to listen on |
-//! | `engine` | `memory` | where events are stored |
+//! | `engine` | `disk` | where events are stored: `disk` or `memory` (`--memory` for short) |
+//! | `data_dir` | `./tidings-data` | the disk engine's directory (created if missing) |
 //! | `history_max_events` | 1000 | events kept per topic |
 //! | `history_max_age` | `1h` | how long events are kept (`0`: no age limit) |
+//! | `history_max_bytes` | none | bytes kept per topic (`0`: no byte limit; disk engine) |
+//! | `[retention."<pattern>"]` | none | TOML only: per-topic overrides, see [`crate::engine::RetentionRules`] (disk engine) |
 //! | `cors_origin` | none | allowed browser origins, exact (repeatable; env: comma-separated) |
 //! | `max_body_bytes` | 1048576 | largest publish request body (413 beyond) |
 //! | `max_topics` | 32 | topics and patterns per subscription (400 beyond) |
@@ -44,6 +47,7 @@
 //! # Ok::<(), tidings_hub::Error>(())
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -69,9 +73,18 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// Where events are stored [default: memory].
+    /// Where events are stored [default: disk].
     #[arg(long, env = "TIDINGS_ENGINE", value_name = "ENGINE")]
     pub engine: Option<EngineKind>,
+
+    /// Keep events in memory only (history is lost on restart): short for --engine memory.
+    #[arg(long, conflicts_with = "engine")]
+    #[serde(skip)]
+    pub memory: bool,
+
+    /// Directory of the disk engine's database, created if missing [default: ./tidings-data].
+    #[arg(long, env = "TIDINGS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// Events kept per topic for replay [default: 1000].
     #[arg(long, env = "TIDINGS_HISTORY_MAX_EVENTS", value_name = "N")]
@@ -80,6 +93,15 @@ pub struct Config {
     /// How long events are kept for replay; 0 for no age limit [default: 1h].
     #[arg(long, env = "TIDINGS_HISTORY_MAX_AGE", value_name = "DURATION")]
     pub history_max_age: Option<HumanDuration>,
+
+    /// Bytes kept per topic for replay; 0 for no byte limit (disk engine) [default: none].
+    #[arg(long, env = "TIDINGS_HISTORY_MAX_BYTES", value_name = "BYTES")]
+    pub history_max_bytes: Option<u64>,
+
+    /// Per-topic retention overrides, `[retention."chat/*"]` tables (TOML file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub retention: BTreeMap<String, crate::engine::RetentionOverride>,
 
     /// A browser origin allowed to subscribe and publish cross-origin, exactly as the
     /// browser sends it (e.g. https://app.example.com); repeat for more [default: none].
@@ -147,8 +169,11 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EngineKind {
-    /// In this process's memory; history is lost on restart.
+    /// In an embedded database in `data_dir`; history survives restarts, and a publish is
+    /// answered only once it is on disk.
     #[default]
+    Disk,
+    /// In this process's memory; history is lost on restart.
     Memory,
 }
 
@@ -246,10 +271,16 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Where events are stored.
     pub engine: EngineKind,
+    /// The disk engine's directory.
+    pub data_dir: PathBuf,
     /// Events kept per topic.
     pub history_max_events: usize,
     /// How long events are kept (`None`: no age limit).
     pub history_max_age: Option<Duration>,
+    /// Bytes kept per topic (`None`: no byte limit; disk engine).
+    pub history_max_bytes: Option<u64>,
+    /// Per-topic retention overrides by topic or pattern (disk engine).
+    pub retention: BTreeMap<String, crate::engine::RetentionOverride>,
     /// Allowed browser origins (exact, with credentials). Empty: no CORS headers.
     pub cors_origins: Vec<String>,
     /// Largest publish request body, in bytes.
@@ -279,12 +310,18 @@ pub struct Settings {
 }
 
 impl Default for Settings {
+    /// The defaults of every setting, except that the engine is `memory`: a hub embedded
+    /// in a program (or a test) writes nothing to disk unless asked. `tidings serve`
+    /// ([`Config::resolve`]) defaults to the `disk` engine in `./tidings-data`.
     fn default() -> Settings {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             engine: EngineKind::Memory,
+            data_dir: PathBuf::from("./tidings-data"),
             history_max_events: crate::engine::DEFAULT_MAX_EVENTS_PER_TOPIC,
             history_max_age: Some(crate::engine::DEFAULT_MAX_AGE),
+            history_max_bytes: None,
+            retention: BTreeMap::new(),
             cors_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
             max_topics: 32,
@@ -315,17 +352,25 @@ impl Config {
             None => Config::default(),
         };
         let d = Settings::default();
-        let duration_or =
-            |a: Option<HumanDuration>, b: Option<HumanDuration>, def: Option<Duration>| match a
-                .or(b)
-            {
-                Some(HumanDuration(Duration::ZERO)) => None,
-                Some(HumanDuration(x)) => Some(x),
-                None => def,
-            };
+        let duration_or = |a: Option<HumanDuration>,
+                           b: Option<HumanDuration>,
+                           def: Option<Duration>| match a.or(b) {
+            Some(HumanDuration(Duration::ZERO)) => None,
+            Some(HumanDuration(x)) => Some(x),
+            None => def,
+        };
         let settings = Settings {
             listen: self.listen.or(file.listen).unwrap_or(d.listen),
-            engine: self.engine.or(file.engine).unwrap_or(d.engine),
+            engine: if self.memory {
+                EngineKind::Memory
+            } else {
+                self.engine.or(file.engine).unwrap_or_default()
+            },
+            data_dir: self
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or(d.data_dir),
             history_max_events: self
                 .history_max_events
                 .or(file.history_max_events)
@@ -335,6 +380,11 @@ impl Config {
                 file.history_max_age,
                 d.history_max_age,
             ),
+            history_max_bytes: self
+                .history_max_bytes
+                .or(file.history_max_bytes)
+                .filter(|&bytes| bytes > 0),
+            retention: file.retention,
             cors_origins: if self.cors_origin.is_empty() {
                 file.cors_origin
             } else {
@@ -425,6 +475,13 @@ impl Settings {
         for origin in &self.cors_origins {
             check_origin(origin)?;
         }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "data_dir is empty; name a directory, e.g. ./tidings-data",
+            ));
+        }
+        crate::engine::DiskOptions::from_settings(self)?;
         Ok(())
     }
 }

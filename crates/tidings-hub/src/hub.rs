@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::config::{EngineKind, Settings};
-use crate::engine::{Engine, MemoryEngine, NewEvent, StoredEvent};
+use crate::engine::{DiskEngine, DiskOptions, Engine, MemoryEngine, NewEvent, StoredEvent};
 use crate::error::Error;
 use crate::fanout::{Fanout, FanoutCounts};
 
@@ -33,16 +33,27 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub with the engine `settings.engine` names.
+    /// A hub with the engine `settings.engine` names (the disk engine in
+    /// `settings.data_dir`, or the memory engine).
     ///
     /// # Errors
-    /// [`crate::ErrorKind::Engine`] when the engine cannot be opened.
+    /// [`crate::ErrorKind::Engine`] when the engine cannot be opened (for the disk engine:
+    /// the data dir cannot be created or written, is in use by another hub, or holds a
+    /// corrupt database; the message names the path and what to do).
     pub async fn new(settings: Settings) -> Result<Arc<Hub>, Error> {
         let engine: Arc<dyn Engine> = match settings.engine {
             EngineKind::Memory => Arc::new(MemoryEngine::new(
                 settings.history_max_events,
                 settings.history_max_age,
             )),
+            EngineKind::Disk => {
+                let options = DiskOptions::from_settings(&settings)?;
+                let dir = settings.data_dir.clone();
+                let open = tokio::task::spawn_blocking(move || DiskEngine::open(dir, options));
+                Arc::new(open.await.map_err(|e| {
+                    Error::with_source(crate::ErrorKind::Engine, "opening the data dir failed", e)
+                })??)
+            }
         };
         Hub::with_engine(settings, engine).await
     }

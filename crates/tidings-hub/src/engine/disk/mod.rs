@@ -71,6 +71,7 @@ use tokio::sync::{broadcast, oneshot};
 use tidings::EventId;
 
 use super::{Engine, NewEvent, ReadBatch, StoredEvent, TopicInfo};
+use crate::config::Settings;
 use crate::error::{Error, ErrorKind};
 use crate::topics::TopicFilter;
 use store::DataDir;
@@ -135,6 +136,22 @@ impl DiskOptions {
             trim_batch: DEFAULT_TRIM_BATCH,
             clock: Arc::new(wall_clock_ms),
         }
+    }
+
+    /// Options from the hub's settings: `history_max_events`, `history_max_bytes` and
+    /// `history_max_age` as the global limits, `[retention."<pattern>"]` tables as
+    /// overrides.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when a retention table is invalid.
+    pub fn from_settings(settings: &Settings) -> Result<DiskOptions, Error> {
+        let global = Limits {
+            max_events: settings.history_max_events as u64,
+            max_bytes: settings.history_max_bytes,
+            max_age: settings.history_max_age,
+        };
+        let rules = RetentionRules::new(global, settings.retention.iter())?;
+        Ok(DiskOptions::new(rules))
     }
 
     /// As these options with a clock giving milliseconds since the Unix epoch (for tests
