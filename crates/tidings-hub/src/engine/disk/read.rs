@@ -10,9 +10,9 @@
 //! - anything else: the matching topics are looked up (one lookup per exact topic, one
 //!   range per pattern over the topic names), topics with nothing newer than the requested
 //!   id are skipped, and the rest are merged by id from a seek in each topic's index
-//!   (`topic_events`, keyed by `(topic, id)`), reading the index a page at a time; then
-//!   each chosen event is fetched by id. An event in several matching topics is taken
-//!   once.
+//!   (`topic_events`, keyed by `(topic, id)`, joined to `events`), a page at a time
+//!   (for several topics, about an even share of the limit each). An event in several
+//!   matching topics is taken once.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -29,8 +29,10 @@ use crate::engine::{NewEvent, ReadBatch, StoredEvent, TopicInfo};
 use crate::error::{Error, ErrorKind};
 use crate::topics::{Topic, TopicFilter, TopicPattern};
 
-/// Index entries one merge cursor reads at a time when several topics are merged.
-const MERGE_PAGE: usize = 128;
+/// Most events one merge cursor reads at a time when several topics are merged.
+const MERGE_PAGE: usize = 256;
+/// Fewest events one merge cursor reads at a time.
+const MIN_MERGE_PAGE: usize = 16;
 
 /// Reads up to `limit` events matching `filter` after `after` (see the module docs).
 pub(super) fn read_after(
@@ -103,7 +105,7 @@ fn read_global(
 /// One topic being merged: the ids read from its index and not yet taken.
 struct Cursor {
     tid: i64,
-    ids: VecDeque<EventId>,
+    events: VecDeque<StoredEvent>,
     /// The newest id read from the index so far (the next page starts after it).
     read_through: EventId,
     exhausted: bool,
@@ -142,7 +144,7 @@ fn read_merged(
             if last_id.is_some_and(|last| last > after) {
                 cursors.push(Cursor {
                     tid,
-                    ids: VecDeque::new(),
+                    events: VecDeque::new(),
                     read_through: after,
                     exhausted: false,
                 });
@@ -178,35 +180,38 @@ fn read_merged(
         }
     }
 
-    let page = if cursors.len() == 1 {
-        limit.saturating_add(1)
-    } else {
-        limit.saturating_add(1).min(MERGE_PAGE)
+    // A page per cursor: the whole limit for one topic; for several, about an even share
+    // of it (more pages follow for a topic that has more of the next events).
+    let page = match cursors.len() {
+        0 | 1 => limit.saturating_add(1),
+        k => (limit / k + 1).clamp(MIN_MERGE_PAGE, MERGE_PAGE),
     };
     let mut index = tx
         .prepare_cached(
-            "SELECT id FROM topic_events WHERE tid = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            "SELECT i.id, e.topics, e.event_type, e.data, e.retry_ms FROM topic_events i
+             LEFT JOIN events e ON e.id = i.id
+             WHERE i.tid = ?1 AND i.id > ?2 ORDER BY i.id LIMIT ?3",
         )
         .map_err(sql)?;
     let mut refill = |cursor: &mut Cursor| -> Result<(), Error> {
-        let ids = index
-            .query_map(
-                params![
-                    cursor.tid,
-                    &cursor.read_through.to_be_bytes()[..],
-                    i64::try_from(page).unwrap_or(i64::MAX)
-                ],
-                |r| r.get::<_, Vec<u8>>(0),
-            )
+        let mut rows = index
+            .query(params![
+                cursor.tid,
+                &cursor.read_through.to_be_bytes()[..],
+                i64::try_from(page).unwrap_or(i64::MAX)
+            ])
             .map_err(sql)?;
-        let before = cursor.ids.len();
-        for id in ids {
-            let id = id.map_err(sql)?;
-            let id = id_from_blob(&id).ok_or_else(|| corrupt(dir, "an index entry"))?;
-            cursor.ids.push_back(id);
+        let mut read = 0;
+        while let Some(row) = rows.next().map_err(sql)? {
+            let id = row_id(row, 0, dir)?;
+            if row.get_ref(1).map_err(sql)?.data_type() == rusqlite::types::Type::Null {
+                return Err(corrupt(dir, "an index entry without its event"));
+            }
+            cursor.events.push_back(event_from_row(row, id, 1, dir)?);
             cursor.read_through = id;
+            read += 1;
         }
-        cursor.exhausted = cursor.ids.len() - before < page;
+        cursor.exhausted = read < page;
         Ok(())
     };
 
@@ -214,44 +219,29 @@ fn read_merged(
     let mut heap: BinaryHeap<Reverse<(EventId, usize)>> = BinaryHeap::new();
     for (i, cursor) in cursors.iter_mut().enumerate() {
         refill(cursor)?;
-        if let Some(&id) = cursor.ids.front() {
-            heap.push(Reverse((id, i)));
+        if let Some(event) = cursor.events.front() {
+            heap.push(Reverse((event.id, i)));
         }
     }
-    let mut ids: Vec<EventId> = Vec::with_capacity(limit.min(1024));
+    let mut events: Vec<Arc<StoredEvent>> = Vec::with_capacity(limit.min(1024));
     let mut more = false;
     while let Some(Reverse((id, i))) = heap.pop() {
-        if ids.last() == Some(&id) {
+        let cursor = &mut cursors[i];
+        if events.last().is_some_and(|last| last.id == id) {
             // The same event through another matching topic.
-        } else if ids.len() == limit {
+            cursor.events.pop_front();
+        } else if events.len() == limit {
             more = true;
             break;
-        } else {
-            ids.push(id);
+        } else if let Some(event) = cursor.events.pop_front() {
+            events.push(Arc::new(event));
         }
-        let cursor = &mut cursors[i];
-        cursor.ids.pop_front();
-        if cursor.ids.is_empty() && !cursor.exhausted {
+        if cursor.events.is_empty() && !cursor.exhausted {
             refill(cursor)?;
         }
-        if let Some(&next) = cursor.ids.front() {
-            heap.push(Reverse((next, i)));
+        if let Some(next) = cursor.events.front() {
+            heap.push(Reverse((next.id, i)));
         }
-    }
-
-    let mut fetch = tx
-        .prepare_cached("SELECT topics, event_type, data, retry_ms FROM events WHERE id = ?1")
-        .map_err(sql)?;
-    let mut events = Vec::with_capacity(ids.len());
-    for id in ids {
-        let event = fetch
-            .query_row([&id.to_be_bytes()[..]], |row| {
-                Ok(event_from_row(row, id, 0, dir))
-            })
-            .optional()
-            .map_err(sql)?
-            .ok_or_else(|| corrupt(dir, "an index entry without its event"))??;
-        events.push(Arc::new(event));
     }
     Ok(ReadBatch {
         events,
