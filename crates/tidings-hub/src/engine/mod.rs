@@ -13,9 +13,9 @@
 //! # Where live events come from
 //!
 //! The fan-out does **not** deliver what the publish handler just appended. It delivers
-//! what the engine's live feed says was stored. For the memory engine (and a disk engine)
-//! the feed is filled by `append` itself, under the lock that assigns ids, so the feed is in
-//! id order. A Redis engine fills it from the shared store (e.g. a task that tails the
+//! what the engine's live feed says was stored. For the memory engine the feed is filled
+//! by `append` itself, under the lock that assigns ids; for the disk engine, by its one
+//! writer after each commit; either way the feed is in id order. A Redis engine fills it from the shared store (e.g. a task that tails the
 //! streams or a pub/sub channel), so an event published on another hub reaches this hub's
 //! subscribers through the same path as a local one, and the publish path needs no
 //! change. Either way the feed may lag behind: when a receiver reports
