@@ -184,15 +184,16 @@ async fn drive_engine(
 async fn publish_http() {
     println!("\n## acknowledged publishes/s, HTTP POST /publish (JSON), {PUBLISHERS} publishers, 64-byte events, median of {RUNS} x {RUN_TIME:?}");
     println!(
-        "| engine | connections per publisher | events/s (median) | runs | request latency p50 / p99 |"
+        "| engine | connections per publisher | events per request | events/s (median) | runs | request latency p50 / p99 |"
     );
-    println!("|---|---|---|---|---|");
-    for (engine, connections) in [
-        (EngineKind::Memory, 1),
-        (EngineKind::Disk, 1),
-        (EngineKind::Memory, 4),
-        (EngineKind::Disk, 4),
-        (EngineKind::Disk, 16),
+    println!("|---|---|---|---|---|---|");
+    for (engine, connections, batch) in [
+        (EngineKind::Memory, 1, 1),
+        (EngineKind::Disk, 1, 1),
+        (EngineKind::Memory, 4, 1),
+        (EngineKind::Disk, 4, 1),
+        (EngineKind::Disk, 16, 1),
+        (EngineKind::Disk, 1, 16),
     ] {
         let mut rates = Vec::new();
         let mut latencies = Vec::new();
@@ -210,7 +211,7 @@ async fn publish_http() {
             let serving = tokio::spawn(server.run_until(async {
                 let _ = stopped.await;
             }));
-            let (count, mut lat) = drive_http(addr, connections).await;
+            let (count, mut lat) = drive_http(addr, connections, batch).await;
             rates.push(count as f64 / RUN_TIME.as_secs_f64());
             latencies.append(&mut lat);
             let _ = stop_server.send(());
@@ -218,7 +219,7 @@ async fn publish_http() {
         }
         let runs: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "| {engine:?} | {connections} | {:.0} | {} | {:.1?} / {:.1?} |",
+            "| {engine:?} | {connections} | {batch} | {:.0} | {} | {:.1?} / {:.1?} |",
             median(&mut rates.clone()),
             runs.join(", "),
             percentile(&mut latencies, 0.5),
@@ -227,7 +228,7 @@ async fn publish_http() {
     }
 }
 
-async fn drive_http(addr: SocketAddr, connections: usize) -> (u64, Vec<Duration>) {
+async fn drive_http(addr: SocketAddr, connections: usize, batch: usize) -> (u64, Vec<Duration>) {
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -235,10 +236,16 @@ async fn drive_http(addr: SocketAddr, connections: usize) -> (u64, Vec<Duration>
         let acked = Arc::clone(&acked);
         let stop = Arc::clone(&stop);
         tasks.push(tokio::spawn(async move {
-            let body = format!(
+            let one = format!(
                 "{{\"topic\":\"bench/{}\",\"data\":\"{DATA}\"}}",
                 p % PUBLISHERS
             );
+            // A batch is a JSON array: one request, one commit, `batch` events.
+            let body = if batch == 1 {
+                one
+            } else {
+                format!("[{}]", vec![one; batch].join(","))
+            };
             let request = format!(
                 "POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
@@ -257,7 +264,7 @@ async fn drive_http(addr: SocketAddr, connections: usize) -> (u64, Vec<Duration>
                 let status = read_response(&mut stream).await;
                 assert_eq!(status, 200);
                 latencies.push(started.elapsed());
-                acked.fetch_add(1, Ordering::Relaxed);
+                acked.fetch_add(batch as u64, Ordering::Relaxed);
             }
             latencies
         }));
