@@ -315,14 +315,13 @@ impl Config {
             None => Config::default(),
         };
         let d = Settings::default();
-        let duration_or =
-            |a: Option<HumanDuration>, b: Option<HumanDuration>, def: Option<Duration>| match a
-                .or(b)
-            {
-                Some(HumanDuration(Duration::ZERO)) => None,
-                Some(HumanDuration(x)) => Some(x),
-                None => def,
-            };
+        let duration_or = |a: Option<HumanDuration>,
+                           b: Option<HumanDuration>,
+                           def: Option<Duration>| match a.or(b) {
+            Some(HumanDuration(Duration::ZERO)) => None,
+            Some(HumanDuration(x)) => Some(x),
+            None => def,
+        };
         let settings = Settings {
             listen: self.listen.or(file.listen).unwrap_or(d.listen),
             engine: self.engine.or(file.engine).unwrap_or(d.engine),

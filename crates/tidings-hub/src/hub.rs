@@ -38,12 +38,7 @@ impl Hub {
     /// # Errors
     /// [`crate::ErrorKind::Engine`] when the engine cannot be opened.
     pub async fn new(settings: Settings) -> Result<Arc<Hub>, Error> {
-        let engine: Arc<dyn Engine> = match settings.engine {
-            EngineKind::Memory => Arc::new(MemoryEngine::new(
-                settings.history_max_events,
-                settings.history_max_age,
-            )),
-        };
+        let engine = open_engine(&settings)?;
         Hub::with_engine(settings, engine).await
     }
 
@@ -131,6 +126,19 @@ impl Hub {
         }
         self.engine.flush().await
     }
+}
+
+/// Opens the engine `settings.engine` names, with the retention the settings give.
+///
+/// # Errors
+/// [`crate::ErrorKind::Engine`] when the engine cannot be opened.
+pub(crate) fn open_engine(settings: &Settings) -> Result<Arc<dyn Engine>, Error> {
+    Ok(match settings.engine {
+        EngineKind::Memory => Arc::new(MemoryEngine::new(
+            settings.history_max_events,
+            settings.history_max_age,
+        )),
+    })
 }
 
 impl Drop for Hub {

@@ -51,7 +51,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
         .layer(axum::middleware::from_fn(problem::problem_layer));
     match cors {
-        Some(cors) => router.layer(cors),
+        Some(cors) => router
+            .layer(cors)
+            .layer(axum::middleware::from_fn(cors::strip_when_not_allowed)),
         None => router,
     }
 }

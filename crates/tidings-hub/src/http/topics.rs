@@ -33,8 +33,10 @@ struct TopicRow {
     published: u64,
 }
 
-/// `GET /topics`: every topic with events or subscribers.
+/// `GET /topics`: every topic with events or subscribers, the number of open streams,
+/// and `head`, the newest id stored (any topic).
 pub async fn list(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, Problem> {
+    let head = hub.engine().head().await.map_err(Problem::from)?;
     let mut rows: BTreeMap<Topic, TopicRow> = BTreeMap::new();
     for info in hub.engine().topics().await.map_err(Problem::from)? {
         rows.insert(
@@ -63,6 +65,7 @@ pub async fn list(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, Problem> {
     Ok(Json(json!({
         "topics": rows.into_values().collect::<Vec<_>>(),
         "connections": hub.fanout().connections(),
+        "head": head.to_string(),
     })))
 }
 
