@@ -1,1 +1,135 @@
-fn main() {}
+//! `tidings`: the Tidings hub and its tools in one binary.
+//!
+//! `tidings serve` (the default) runs the hub; `tidings listen URL` prints an event stream;
+//! `tidings publish` sends events to a hub; `tidings bench` measures delivery.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod listen;
+mod publish;
+mod serve;
+
+/// Exit codes, the same for every subcommand, so scripts can tell failures apart.
+pub(crate) mod exit {
+    /// Anything not listed below (reading standard input, writing standard output, ...).
+    pub const FAILURE: u8 = 1;
+    /// The command line, a URL or a header was invalid (clap uses 2 as well).
+    pub const USAGE: u8 = 2;
+    /// The server could not be reached, or the connection failed or went silent.
+    pub const CONNECTION: u8 = 3;
+    /// The server answered with an HTTP status that means "no".
+    pub const STATUS: u8 = 4;
+    /// The server answered with the wrong content type (or a body that could not be read).
+    pub const CONTENT_TYPE: u8 = 5;
+    /// An event was larger than `--max-event-size`.
+    pub const EVENT_TOO_LARGE: u8 = 6;
+}
+
+/// The exit codes, as `--help` shows them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  other failure (reading standard input, writing standard output)
+  2  usage: invalid arguments, URL or header
+  3  connection: the server could not be reached, or the connection failed
+  4  HTTP status: the server said no (e.g. 401, 404, 500)
+  5  content type: the answer was not text/event-stream (listen) or not the expected JSON (publish)
+  6  event too large (listen --max-event-size)";
+
+/// Spec-exact server-sent events: a pub/sub hub, and the tools to talk to it.
+#[derive(Debug, Parser)]
+#[command(name = "tidings", version, after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand, `tidings` runs `tidings serve` with these options.
+    #[command(flatten)]
+    serve: serve::ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub: publish over HTTP, subscribe with EventSource (the default).
+    Serve(serve::ServeArgs),
+    /// Print the events of an event stream as they arrive (curl for event streams).
+    #[command(after_help = EXIT_CODES)]
+    Listen(listen::ListenArgs),
+    /// Publish events to a hub, printing the id it assigns to each.
+    #[command(after_help = EXIT_CODES)]
+    Publish(publish::PublishArgs),
+    /// Generate load against a hub and measure delivery.
+    Bench(BenchArgs),
+}
+
+/// Options of `tidings bench`.
+#[derive(Debug, Default, Args)]
+struct BenchArgs {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => serve::run(args),
+        Command::Listen(args) => listen::run(args),
+        Command::Publish(args) => publish::run(args),
+        Command::Bench(_) => not_built_yet("bench"),
+    }
+}
+
+fn not_built_yet(command: &str) -> ExitCode {
+    eprintln!("tidings {command}: not built yet");
+    ExitCode::from(exit::FAILURE)
+}
+
+/// Parses a `--header` argument written `Name: value`.
+pub(crate) fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not a header: write it as `Name: value`"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("`{text}` has no header name before the `:`"));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+/// A current-thread tokio runtime for one subcommand.
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_means_serve() {
+        let cli = Cli::try_parse_from(["tidings"]).expect("parses");
+        assert!(cli.command.is_none());
+        let cli = Cli::try_parse_from(["tidings", "serve"]).expect("parses");
+        assert!(matches!(cli.command, Some(Command::Serve(_))));
+    }
+
+    #[test]
+    fn headers_are_name_colon_value() {
+        assert_eq!(
+            parse_header("Authorization: Bearer a:b"),
+            Ok(("Authorization".to_owned(), "Bearer a:b".to_owned()))
+        );
+        assert_eq!(
+            parse_header("X-Empty:"),
+            Ok(("X-Empty".to_owned(), String::new()))
+        );
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header(": value").is_err());
+    }
+}

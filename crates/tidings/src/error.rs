@@ -32,6 +32,9 @@ pub enum ErrorKind {
     IdleTimeout,
     /// Any other I/O or protocol failure while reading a stream (client side).
     Io,
+    /// The client was given something it cannot send: a URL that is not an absolute
+    /// `http` or `https` URL, or a header name or value HTTP does not allow.
+    InvalidRequest,
 }
 
 /// The error type of every fallible operation in `tidings`.
@@ -43,6 +46,7 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    status: Option<http::StatusCode>,
 }
 
 impl Error {
@@ -51,6 +55,7 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            status: None,
         }
     }
 
@@ -63,12 +68,27 @@ impl Error {
             kind,
             message: message.into(),
             source: Some(source.into()),
+            status: None,
         }
+    }
+
+    /// Records the HTTP status the failure came with (see [`Error::status`]).
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
+    pub(crate) fn with_status(mut self, status: http::StatusCode) -> Error {
+        self.status = Some(status);
+        self
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// The HTTP status of the response that caused this error, when there was one: set on
+    /// [`ErrorKind::Status`] errors, and on [`ErrorKind::ContentType`] errors (where it is
+    /// the 200 that came with the wrong content type).
+    pub fn status(&self) -> Option<http::StatusCode> {
+        self.status
     }
 }
 

@@ -18,7 +18,8 @@ use super::session::last_event_id_from_request;
 ///     let (_session, stream) = Session::new(SessionConfig::new().last_event_id(last), ());
 ///     stream
 /// }
-/// # let _ = axum::routing::get(events);
+/// let app: axum::Router = axum::Router::new().route("/events", axum::routing::get(events));
+/// # let _ = app;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LastEventId(pub Option<String>);

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
@@ -136,7 +136,7 @@ impl Link {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
         // A panic while holding this lock leaves the queue consistent (every mutation is a
         // single step), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -191,13 +191,7 @@ impl Link {
                 }
             }
         }
-        q.bytes += bytes.len();
-        q.items.push_back(bytes);
-        let waker = q.waker.take();
-        drop(q);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        enqueue_and_wake(q, bytes);
         Ok(outcome)
     }
 
@@ -298,11 +292,6 @@ impl Link {
         self.lock().closed.is_some()
     }
 
-    pub(crate) fn has_room(&self) -> bool {
-        let q = self.lock();
-        q.closed.is_some() || q.items.is_empty() || q.bytes < self.max_bytes
-    }
-
     pub(crate) fn stats(&self) -> SessionStats {
         let q = self.lock();
         SessionStats {
@@ -324,17 +313,36 @@ impl Link {
         }
     }
 
-    /// Resolves once the queue has room (or the session is closed).
-    pub(crate) async fn room(&self) {
+    /// Queues `bytes` once there is room for them, waiting instead of applying a policy
+    /// (back-pressure for a producer that can wait).
+    pub(crate) async fn push_when_room(&self, bytes: Bytes) -> Result<(), Error> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.has_room() {
-                return;
+            {
+                let q = self.lock();
+                if q.closed.is_some() {
+                    return Err(closed_error());
+                }
+                if q.items.is_empty() || q.bytes + bytes.len() <= self.max_bytes {
+                    enqueue_and_wake(q, bytes);
+                    return Ok(());
+                }
             }
             notified.await;
         }
+    }
+}
+
+/// Appends `bytes` and wakes the consumer, after releasing the lock.
+fn enqueue_and_wake(mut q: MutexGuard<'_, QueueState>, bytes: Bytes) {
+    q.bytes += bytes.len();
+    q.items.push_back(bytes);
+    let waker = q.waker.take();
+    drop(q);
+    if let Some(w) = waker {
+        w.wake();
     }
 }
 

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use http::{HeaderMap, Uri};
 
 use super::gap::Gap;
-use super::queue::{closed_error, CloseReason, Link, PushOutcome, SessionStats, SlowClientPolicy};
+use super::queue::{CloseReason, Link, PushOutcome, SessionStats, SlowClientPolicy};
 use super::stream::SessionStream;
 use crate::error::Error;
 use crate::wire::Event;
@@ -271,12 +271,7 @@ impl<S> Session<S> {
     {
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
-            let bytes = event.encode()?;
-            self.inner.link.room().await;
-            if self.is_closed() {
-                return Err(closed_error());
-            }
-            self.inner.link.push(bytes, SlowClientPolicy::Disconnect)?;
+            self.inner.link.push_when_room(event.encode()?).await?;
         }
         Ok(())
     }

@@ -40,7 +40,8 @@ pub struct SessionStream {
 struct KeepAlive {
     period: Duration,
     last_write: Instant,
-    timer: Pin<Box<Sleep>>,
+    /// Created on the first poll, so a session can be made outside a runtime.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl SessionStream {
@@ -51,7 +52,7 @@ impl SessionStream {
             keep_alive: config.keep_alive.map(|period| KeepAlive {
                 period,
                 last_write: Instant::now(),
-                timer: Box::pin(tokio::time::sleep(period)),
+                timer: None,
             }),
         }
     }
@@ -145,19 +146,23 @@ impl SessionStream {
         let Some(keep_alive) = &mut self.keep_alive else {
             return Poll::Pending;
         };
+        let due = keep_alive.last_write + keep_alive.period;
+        let timer = keep_alive
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
         loop {
-            if keep_alive.timer.as_mut().poll(cx).is_pending() {
+            if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             let due = keep_alive.last_write + keep_alive.period;
             let now = Instant::now();
             if now >= due {
                 keep_alive.last_write = now;
-                keep_alive.timer.as_mut().reset(now + keep_alive.period);
+                timer.as_mut().reset(now + keep_alive.period);
                 return Poll::Ready(());
             }
             // Events were written since the timer was set: wait a full quiet period.
-            keep_alive.timer.as_mut().reset(due);
+            timer.as_mut().reset(due);
         }
     }
 }

@@ -1,0 +1,283 @@
+//! The thin I/O layer: an HTTP client (HTTP/1.1 and HTTP/2, plain or rustls), one request
+//! per connection attempt with redirects followed, and reading the body chunk by chunk.
+//!
+//! Every decision is delegated to [`super::protocol`]; this file only moves bytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderName, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION,
+    PROXY_AUTHORIZATION,
+};
+use http::{HeaderMap, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+
+use super::protocol::{
+    classify_response, last_event_id_header, resolve_location, same_origin, Decision,
+};
+use super::Options;
+use crate::error::{Error, ErrorKind};
+
+/// The HTTP client every connection attempt of one event source goes through.
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// Builds the HTTP client: TCP with `TCP_NODELAY`, TLS through rustls with the `ring`
+/// provider and Mozilla's roots (plus any the caller added), ALPN offering h2 and http/1.1.
+pub(crate) fn http_client(options: &Options) -> Result<HttpClient, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in &options.extra_roots {
+        roots.add(CertificateDer::from(der.clone())).map_err(|e| {
+            Error::with_source(
+                ErrorKind::InvalidRequest,
+                "an added root certificate is not a valid DER X.509 certificate",
+                e,
+            )
+        })?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::with_source(ErrorKind::Connect, "could not set up TLS (rustls)", e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(options.connect_timeout);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp);
+
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.http2_only(options.http2_prior_knowledge);
+    Ok(builder.build(connector))
+}
+
+/// The outcome of one connection attempt (redirects included).
+pub(crate) enum Attempt {
+    /// 200 `text/event-stream`: read this body.
+    Open(Incoming),
+    /// 204: stop for good, no error.
+    Stop,
+    /// Fail for good: wrong status, wrong content type, bad or too many redirects.
+    Fatal(Error),
+    /// A network failure: reconnect later.
+    Retry(Error),
+}
+
+/// Sends the GET for one connection attempt, following redirects, and says what came of it.
+///
+/// Redirects start from `options.url` every time, so a reconnect goes to the original URL.
+/// When a redirect leaves the origin, `Authorization`, `Proxy-Authorization` and `Cookie`
+/// are not sent on, as browsers do.
+pub(crate) async fn connect(
+    client: &HttpClient,
+    options: &Options,
+    last_event_id: &str,
+) -> Attempt {
+    let mut url = options.url.clone();
+    let mut headers = request_headers(&options.headers, last_event_id);
+    let mut redirects = 0;
+    loop {
+        let mut request = Request::new(Empty::new());
+        *request.method_mut() = Method::GET;
+        *request.uri_mut() = url.clone();
+        *request.headers_mut() = headers.clone();
+
+        let sent = client.request(request);
+        let answered = match options.connect_timeout {
+            Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Ok(answered) => answered,
+                Err(_) => {
+                    return Attempt::Retry(Error::new(
+                        ErrorKind::Connect,
+                        format!("{url} sent no response within {}", show(limit)),
+                    ))
+                }
+            },
+            None => sent.await,
+        };
+        let response = match answered {
+            Ok(response) => response,
+            Err(e) => {
+                return Attempt::Retry(Error::new(
+                    ErrorKind::Connect,
+                    format!("could not connect to {url}: {}", error_chain(&e)),
+                ))
+            }
+        };
+
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(HeaderValue::as_bytes);
+        let location = response.headers().get(LOCATION).cloned();
+        match classify_response(status, content_type, location.is_some()) {
+            Decision::Open => return Attempt::Open(response.into_body()),
+            Decision::Stop => return Attempt::Stop,
+            Decision::Fail(error) => return Attempt::Fatal(error),
+            Decision::Redirect => {
+                if redirects == options.max_redirects {
+                    return Attempt::Fatal(
+                        Error::new(
+                            ErrorKind::Status,
+                            format!(
+                                "{} redirected more than {} times; not following any further",
+                                options.url, options.max_redirects
+                            ),
+                        )
+                        .with_status(status),
+                    );
+                }
+                redirects += 1;
+                let target = location
+                    .as_ref()
+                    .map(HeaderValue::as_bytes)
+                    .unwrap_or_default();
+                let next = match resolve_location(&url, target) {
+                    Ok(next) => next,
+                    Err(error) => return Attempt::Fatal(error.with_status(status)),
+                };
+                if !same_origin(&url, &next) {
+                    for sensitive in [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE] {
+                        headers.remove(sensitive);
+                    }
+                }
+                tracing::debug!(from = %url, to = %next, %status, "following redirect");
+                url = next;
+            }
+        }
+    }
+}
+
+/// The headers of every request: the caller's, then the ones the protocol fixes, which
+/// replace any the caller set under the same names.
+fn request_headers(extra: &HeaderMap, last_event_id: &str) -> HeaderMap {
+    let mut headers = extra.clone();
+    headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    match last_event_id_header(last_event_id) {
+        Some(value) => {
+            headers.insert(LAST_EVENT_ID, value);
+        }
+        None => {
+            headers.remove(LAST_EVENT_ID);
+        }
+    }
+    headers
+}
+
+/// One read from an open body.
+pub(crate) enum Read {
+    /// The next bytes of the stream (never empty).
+    Data(Bytes),
+    /// The server ended the body cleanly.
+    End,
+    /// The connection failed, or stayed silent past the idle timeout.
+    Failed(Error),
+}
+
+/// Reads the next bytes of the body; with `idle_timeout`, gives up when nothing at all
+/// (not even a comment) arrives for that long.
+pub(crate) async fn read(body: &mut Incoming, idle_timeout: Option<Duration>) -> Read {
+    loop {
+        let next = body.frame();
+        let frame = match idle_timeout {
+            Some(limit) => match tokio::time::timeout(limit, next).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    return Read::Failed(Error::new(
+                        ErrorKind::IdleTimeout,
+                        format!(
+                            "the stream sent nothing (not even a comment) for {}; reconnecting",
+                            show(limit)
+                        ),
+                    ))
+                }
+            },
+            None => next.await,
+        };
+        match frame {
+            None => return Read::End,
+            Some(Err(e)) => {
+                return Read::Failed(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "the connection failed while reading the stream: {}",
+                        error_chain(&e)
+                    ),
+                ))
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => return Read::Data(data),
+                // Empty data frames and trailers carry no events.
+                _ => continue,
+            },
+        }
+    }
+}
+
+/// An error and all its sources on one line: hyper's own message alone ("client error
+/// (Connect)") does not say that the connection was refused.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn show(duration: Duration) -> String {
+    format!("{} ms", duration.as_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_carry_the_protocol_headers() {
+        let mut extra = HeaderMap::new();
+        extra.insert("x-token", HeaderValue::from_static("abc"));
+        extra.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        extra.insert(LAST_EVENT_ID, HeaderValue::from_static("stale"));
+
+        let first = request_headers(&extra, "");
+        assert_eq!(first["x-token"], "abc");
+        assert_eq!(first[ACCEPT], "text/event-stream");
+        assert_eq!(first[CACHE_CONTROL], "no-cache");
+        assert!(first.get(LAST_EVENT_ID).is_none());
+
+        let again = request_headers(&extra, "17-0");
+        assert_eq!(again[LAST_EVENT_ID], "17-0");
+    }
+
+    #[test]
+    fn error_chains_name_the_root_cause() {
+        let root = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let outer = Error::with_source(ErrorKind::Connect, "client error (Connect)", root);
+        assert_eq!(error_chain(&outer), "client error (Connect): refused");
+    }
+}
