@@ -11,7 +11,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{request, SlowReads, TestHub, PATIENCE};
+use common::{request, SlowReads, TestHub, TinyFeed, PATIENCE};
 use tidings::EventId;
 use tidings_hub::Settings;
 
@@ -323,6 +323,29 @@ async fn resume_racing_concurrent_publishes_sees_every_id_once_in_order() {
         "every id once, in order, across {reconnects} reconnects"
     );
     assert!(reconnects > 10, "{reconnects} reconnects");
+}
+
+/// When the fan-out falls behind the engine's live feed, it reads what it missed from the
+/// engine instead of dropping it: a subscriber still gets every event, in order.
+#[tokio::test]
+async fn a_lagging_fan_out_catches_up_from_the_engine() {
+    let hub = TestHub::start_with_engine(Settings::default(), Arc::new(TinyFeed::new())).await;
+    let mut stream = hub.stream("/events?topic=a").await;
+    let batch: Vec<_> = (0..50)
+        .map(|i| json!({"topic": "a", "data": i.to_string()}))
+        .collect();
+    let reply = hub.publish_json(&json!(batch)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let ids: Vec<String> = reply.json()["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 50);
+    for expected in &ids {
+        assert_eq!(&stream.expect_event().await.id, expected);
+    }
 }
 
 #[tokio::test]

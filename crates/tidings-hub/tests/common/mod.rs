@@ -444,3 +444,52 @@ impl Engine for SlowReads {
         self.live.subscribe()
     }
 }
+
+/// A memory engine whose live feed holds only two events, so a batch publish makes the
+/// fan-out lag behind the feed and catch up by reading the engine. (Feed order is only
+/// guaranteed for one publisher at a time: enough for the test that uses it.)
+pub struct TinyFeed {
+    inner: MemoryEngine,
+    live: tokio::sync::broadcast::Sender<Arc<StoredEvent>>,
+}
+
+impl TinyFeed {
+    pub fn new() -> TinyFeed {
+        let (live, _) = tokio::sync::broadcast::channel(2);
+        TinyFeed {
+            inner: MemoryEngine::new(100_000, None),
+            live,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for TinyFeed {
+    fn name(&self) -> &'static str {
+        "tiny-feed"
+    }
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Arc<StoredEvent>>, Error> {
+        let stored = self.inner.append(events).await?;
+        for event in &stored {
+            let _ = self.live.send(Arc::clone(event));
+        }
+        Ok(stored)
+    }
+    async fn read_after(
+        &self,
+        filter: &TopicFilter,
+        after: EventId,
+        limit: usize,
+    ) -> Result<ReadBatch, Error> {
+        self.inner.read_after(filter, after, limit).await
+    }
+    async fn head(&self) -> Result<EventId, Error> {
+        self.inner.head().await
+    }
+    async fn topics(&self) -> Result<Vec<TopicInfo>, Error> {
+        self.inner.topics().await
+    }
+    fn subscribe_live(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
+        self.live.subscribe()
+    }
+}
