@@ -13,6 +13,7 @@
 //! configured origins only ([`cors`]).
 
 pub mod cors;
+pub mod health;
 pub mod problem;
 pub mod publish;
 pub mod subscribe;
@@ -44,8 +45,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/publish", post(publish::publish))
         .route("/topics", get(topics::list))
         .route("/topics/{*path}", get(topics::history))
-        .route("/healthz", get(topics::healthz))
-        .route("/readyz", get(topics::readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .merge(crate::web::routes())
         .fallback(problem::not_found)
         .with_state(hub)
