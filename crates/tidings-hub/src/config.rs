@@ -82,7 +82,7 @@ pub struct Config {
     pub history_max_age: Option<HumanDuration>,
 
     /// A browser origin allowed to subscribe and publish cross-origin, exactly as the
-    /// browser sends it (e.g. https://app.example.com); repeat for more [default: none].
+    /// browser sends it (e.g. `https://app.example.com`); repeat for more [default: none].
     #[arg(
         long,
         env = "TIDINGS_CORS_ORIGIN",
