@@ -106,6 +106,9 @@ async fn bad_requests_are_problem_json() {
     hub.get("/topics/a/events?color=red")
         .await
         .assert_problem(400);
+    // An axum extractor's own rejection (a path that is not UTF-8) is problem+json too.
+    let d = hub.get("/topics/%FF/events").await.assert_problem(400);
+    assert!(d.to_lowercase().contains("utf-8"), "{d}");
 }
 
 /// Sends a chunked publish (no Content-Length) and returns the status code.
