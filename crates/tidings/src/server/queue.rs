@@ -313,6 +313,22 @@ impl Link {
         }
     }
 
+    /// Resolves once less than the bound is queued (or the session is closed).
+    pub(crate) async fn room(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let q = self.lock();
+                if q.closed.is_some() || q.bytes < self.max_bytes {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
     /// Queues `bytes` once there is room for them, waiting instead of applying a policy
     /// (back-pressure for a producer that can wait).
     pub(crate) async fn push_when_room(&self, bytes: Bytes) -> Result<(), Error> {
