@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod bench;
 mod listen;
 mod publish;
 
@@ -58,17 +59,13 @@ enum Command {
     /// Publish events to a hub, printing the id it assigns to each.
     #[command(after_help = EXIT_CODES)]
     Publish(publish::PublishArgs),
-    /// Generate load against a hub and measure delivery.
-    Bench(BenchArgs),
+    /// Load any SSE server with subscribers and a publisher, and measure delivery.
+    Bench(bench::BenchArgs),
 }
 
 /// Options of `tidings serve`.
 #[derive(Debug, Default, Args)]
 struct ServeArgs {}
-
-/// Options of `tidings bench`.
-#[derive(Debug, Default, Args)]
-struct BenchArgs {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -76,7 +73,7 @@ fn main() -> ExitCode {
         Command::Serve(_) => not_built_yet("serve"),
         Command::Listen(args) => listen::run(args),
         Command::Publish(args) => publish::run(args),
-        Command::Bench(_) => not_built_yet("bench"),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
