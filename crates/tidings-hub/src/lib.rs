@@ -1,1 +1,41 @@
-//! The Tidings hub as a library (work in progress).
+//! # tidings-hub
+//!
+//! The Tidings hub as a library: a standalone server-sent events pub/sub server. Anyone
+//! publishes with one HTTP request; any browser subscribes with a plain `EventSource`.
+//! The `tidings` binary runs it as `tidings serve` (the default subcommand).
+//!
+//! Where things live:
+//! - [`http`]: the routes (subscribe, publish, topics, health), problem+json errors, CORS;
+//! - [`engine`]: the [`Engine`](engine::Engine) trait and the in-memory engine;
+//! - [`fanout`]: the subscriber registry, delivery of live events, resume without gaps;
+//! - [`topics`]: topic names and patterns;
+//! - [`config`]: flags, environment variables and the TOML file;
+//! - [`web`]: the page served at `/`.
+//!
+//! Start a hub in your own program:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), tidings_hub::Error> {
+//! use tidings_hub::{Server, Settings};
+//!
+//! let server = Server::bind(Settings::default()).await?; // 127.0.0.1:8080
+//! server.run().await // until SIGINT/SIGTERM, then a graceful shutdown
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod engine;
+mod error;
+pub mod fanout;
+pub mod http;
+mod hub;
+mod server;
+pub mod topics;
+pub mod web;
+
+pub use config::{Config, Settings};
+pub use error::{Error, ErrorKind};
+pub use hub::Hub;
+pub use server::{init_logging, serve, serve_blocking, Server};

@@ -1,0 +1,522 @@
+//! Configuration: command-line flags, `TIDINGS_*` environment variables and an optional
+//! TOML file, with one name for each setting.
+//!
+//! A setting `max_body_bytes` is the flag `--max-body-bytes`, the environment variable
+//! `TIDINGS_MAX_BODY_BYTES` and the TOML key `max_body_bytes`. A flag wins over the
+//! environment, which wins over the file (`--config FILE`), which wins over the default.
+//! Durations are written `500ms`, `15s`, `10m`, `1h` (a bare number is seconds); `0`
+//! turns a duration limit off where the table says so.
+//!
+//! | setting | default | meaning |
+//! |---|---|---|
+//! | `listen` | `127.0.0.1:8080` | address to listen on |
+//! | `engine` | `memory` | where events are stored |
+//! | `history_max_events` | 1000 | events kept per topic |
+//! | `history_max_age` | `1h` | how long events are kept (`0`: no age limit) |
+//! | `cors_origin` | none | allowed browser origins, exact (repeatable; env: comma-separated) |
+//! | `max_body_bytes` | 1048576 | largest publish request body (413 beyond) |
+//! | `max_topics` | 32 | topics and patterns per subscription (400 beyond) |
+//! | `max_connections` | 10000 | open event streams (503 beyond) |
+//! | `max_queue_bytes` | 262144 | bytes queued per connection before `slow_client` acts |
+//! | `slow_client` | `disconnect` | `disconnect`, `drop-oldest` or `latest-only` |
+//! | `keep_alive` | `15s` | comment sent after this much quiet (`0`: never) |
+//! | `retry` | `3s` | reconnection time sent to clients, plus 0-1000 ms jitter each |
+//! | `padding` | false | 2 KiB comment first, for old polyfills |
+//! | `presence` | false | publish `join`/`leave` events when subscribers come and go |
+//! | `shutdown_timeout` | `10s` | how long shutdown waits for streams to flush |
+//! | `log` | `info` | log filter (tracing `EnvFilter` syntax) |
+//! | `log_format` | `human` | `human` or `json` |
+//!
+//! ```
+//! use clap::Parser;
+//! use tidings_hub::Config;
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     config: Config,
+//! }
+//!
+//! let cli = Cli::parse_from(["tidings", "--listen", "127.0.0.1:0", "--max-topics", "4"]);
+//! let settings = cli.config.resolve()?;
+//! assert_eq!(settings.max_topics, 4);
+//! assert_eq!(settings.max_body_bytes, 1024 * 1024);
+//! # Ok::<(), tidings_hub::Error>(())
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tidings::server::SlowClientPolicy;
+
+use crate::error::{Error, ErrorKind};
+
+/// The hub's settings as given: every field optional, from flags, the environment, or a
+/// TOML file. [`Config::resolve`] turns it into [`Settings`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Read settings from this TOML file (flags and environment variables win over it).
+    #[arg(long, env = "TIDINGS_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TIDINGS_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Where events are stored [default: memory].
+    #[arg(long, env = "TIDINGS_ENGINE", value_name = "ENGINE")]
+    pub engine: Option<EngineKind>,
+
+    /// Events kept per topic for replay [default: 1000].
+    #[arg(long, env = "TIDINGS_HISTORY_MAX_EVENTS", value_name = "N")]
+    pub history_max_events: Option<usize>,
+
+    /// How long events are kept for replay; 0 for no age limit [default: 1h].
+    #[arg(long, env = "TIDINGS_HISTORY_MAX_AGE", value_name = "DURATION")]
+    pub history_max_age: Option<HumanDuration>,
+
+    /// A browser origin allowed to subscribe and publish cross-origin, exactly as the
+    /// browser sends it (e.g. https://app.example.com); repeat for more [default: none].
+    #[arg(
+        long,
+        env = "TIDINGS_CORS_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub cors_origin: Vec<String>,
+
+    /// Largest publish request body in bytes; larger ones get 413 [default: 1048576].
+    #[arg(long, env = "TIDINGS_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Most topics and patterns in one subscription or publish; more get 400 [default: 32].
+    #[arg(long, env = "TIDINGS_MAX_TOPICS", value_name = "N")]
+    pub max_topics: Option<usize>,
+
+    /// Most open event streams; more get 503 with Retry-After [default: 10000].
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Bytes queued per connection before the slow-client policy acts [default: 262144].
+    #[arg(long, env = "TIDINGS_MAX_QUEUE_BYTES", value_name = "BYTES")]
+    pub max_queue_bytes: Option<usize>,
+
+    /// What to do with a connection whose queue is full [default: disconnect].
+    #[arg(long, env = "TIDINGS_SLOW_CLIENT", value_name = "POLICY")]
+    pub slow_client: Option<SlowClient>,
+
+    /// Send a keep-alive comment after this much quiet; 0 for never [default: 15s].
+    #[arg(long, env = "TIDINGS_KEEP_ALIVE", value_name = "DURATION")]
+    pub keep_alive: Option<HumanDuration>,
+
+    /// Reconnection time sent to clients; each connection adds 0-1000 ms of jitter so a
+    /// restart does not bring every client back at once [default: 3s].
+    #[arg(long, env = "TIDINGS_RETRY", value_name = "DURATION")]
+    pub retry: Option<HumanDuration>,
+
+    /// Open every stream with a 2 KiB comment, for old EventSource polyfills [default: false].
+    #[arg(long, env = "TIDINGS_PADDING", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub padding: Option<bool>,
+
+    /// Publish `join` and `leave` events to a subscriber's topics when it connects and
+    /// disconnects [default: false].
+    #[arg(long, env = "TIDINGS_PRESENCE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub presence: Option<bool>,
+
+    /// How long shutdown waits for open streams to flush before exiting [default: 10s].
+    #[arg(long, env = "TIDINGS_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<HumanDuration>,
+
+    /// Log filter, e.g. `info` or `tidings_hub=debug` [default: info].
+    #[arg(long, env = "TIDINGS_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// Log format [default: human].
+    #[arg(long, env = "TIDINGS_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The storage engine to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// In this process's memory; history is lost on restart.
+    #[default]
+    Memory,
+}
+
+/// The slow-client policy, as named in configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowClient {
+    /// Close the connection; the client reconnects and resumes from history.
+    #[default]
+    Disconnect,
+    /// Drop the oldest queued events and send a gap event.
+    DropOldest,
+    /// Keep only the newest event.
+    LatestOnly,
+}
+
+impl From<SlowClient> for SlowClientPolicy {
+    fn from(value: SlowClient) -> SlowClientPolicy {
+        match value {
+            SlowClient::Disconnect => SlowClientPolicy::Disconnect,
+            SlowClient::DropOldest => SlowClientPolicy::DropOldest,
+            SlowClient::LatestOnly => SlowClientPolicy::LatestOnly,
+        }
+    }
+}
+
+/// The log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A duration written `500ms`, `15s`, `10m` or `1h`; a bare number is seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<HumanDuration, Error> {
+        let text = s.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let invalid = || {
+            Error::new(
+                ErrorKind::Config,
+                format!("{s:?} is not a duration; write e.g. 500ms, 15s, 10m or 1h"),
+            )
+        };
+        let n: u64 = digits.parse().map_err(|_| invalid())?;
+        let duration = match unit {
+            "ms" => Duration::from_millis(n),
+            "" | "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(invalid)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(invalid)?),
+            _ => return Err(invalid()),
+        };
+        Ok(HumanDuration(duration))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0.as_millis())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Seconds(n) => Ok(HumanDuration(Duration::from_secs(n))),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The resolved settings the hub runs with. Build it with [`Config::resolve`], or start
+/// from [`Settings::default`] when embedding the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where events are stored.
+    pub engine: EngineKind,
+    /// Events kept per topic.
+    pub history_max_events: usize,
+    /// How long events are kept (`None`: no age limit).
+    pub history_max_age: Option<Duration>,
+    /// Allowed browser origins (exact, with credentials). Empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Largest publish request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most topics and patterns in one subscription (and one publish).
+    pub max_topics: usize,
+    /// Most open event streams.
+    pub max_connections: usize,
+    /// Bytes queued per connection before the slow-client policy acts.
+    pub max_queue_bytes: usize,
+    /// What happens to a connection whose queue is full.
+    pub slow_client: SlowClientPolicy,
+    /// Quiet period before a keep-alive comment (`None`: never).
+    pub keep_alive: Option<Duration>,
+    /// Base reconnection time sent to clients (each adds 0-1000 ms of jitter).
+    pub retry: Duration,
+    /// Open streams with a 2 KiB comment.
+    pub padding: bool,
+    /// Publish `join`/`leave` events.
+    pub presence: bool,
+    /// How long shutdown waits for streams to flush.
+    pub shutdown_timeout: Duration,
+    /// Log filter.
+    pub log: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            engine: EngineKind::Memory,
+            history_max_events: crate::engine::DEFAULT_MAX_EVENTS_PER_TOPIC,
+            history_max_age: Some(crate::engine::DEFAULT_MAX_AGE),
+            cors_origins: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            max_topics: 32,
+            max_connections: 10_000,
+            max_queue_bytes: tidings::server::DEFAULT_MAX_QUEUE_BYTES,
+            slow_client: SlowClientPolicy::Disconnect,
+            keep_alive: Some(tidings::server::DEFAULT_KEEP_ALIVE),
+            retry: tidings::server::DEFAULT_RETRY,
+            padding: false,
+            presence: false,
+            shutdown_timeout: Duration::from_secs(10),
+            log: "info".to_owned(),
+            log_format: LogFormat::Human,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the TOML file named by `config` (if any) and layers flags and environment
+    /// over it, then defaults under both.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when the file cannot be read or parsed (unknown keys are
+    /// errors, so a typo is never silently ignored), or a value is out of range.
+    pub fn resolve(&self) -> Result<Settings, Error> {
+        let file = match &self.config {
+            Some(path) => Config::from_toml_file(path)?,
+            None => Config::default(),
+        };
+        let d = Settings::default();
+        let duration_or = |a: Option<HumanDuration>,
+                           b: Option<HumanDuration>,
+                           def: Option<Duration>| match a.or(b) {
+            Some(HumanDuration(Duration::ZERO)) => None,
+            Some(HumanDuration(x)) => Some(x),
+            None => def,
+        };
+        let settings = Settings {
+            listen: self.listen.or(file.listen).unwrap_or(d.listen),
+            engine: self.engine.or(file.engine).unwrap_or(d.engine),
+            history_max_events: self
+                .history_max_events
+                .or(file.history_max_events)
+                .unwrap_or(d.history_max_events),
+            history_max_age: duration_or(
+                self.history_max_age,
+                file.history_max_age,
+                d.history_max_age,
+            ),
+            cors_origins: if self.cors_origin.is_empty() {
+                file.cors_origin
+            } else {
+                self.cors_origin.clone()
+            },
+            max_body_bytes: self
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(d.max_body_bytes),
+            max_topics: self.max_topics.or(file.max_topics).unwrap_or(d.max_topics),
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            max_queue_bytes: self
+                .max_queue_bytes
+                .or(file.max_queue_bytes)
+                .unwrap_or(d.max_queue_bytes),
+            slow_client: self
+                .slow_client
+                .or(file.slow_client)
+                .map_or(d.slow_client, SlowClientPolicy::from),
+            keep_alive: duration_or(self.keep_alive, file.keep_alive, d.keep_alive),
+            retry: self.retry.or(file.retry).map_or(d.retry, |r| r.0),
+            padding: self.padding.or(file.padding).unwrap_or(d.padding),
+            presence: self.presence.or(file.presence).unwrap_or(d.presence),
+            shutdown_timeout: self
+                .shutdown_timeout
+                .or(file.shutdown_timeout)
+                .map_or(d.shutdown_timeout, |t| t.0),
+            log: self.log.clone().or(file.log).unwrap_or(d.log),
+            log_format: self.log_format.or(file.log_format).unwrap_or(d.log_format),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Parses a TOML file of settings (the keys are the setting names above).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when the file cannot be read or is not valid.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                format!("cannot read config file {}", path.display()),
+                e,
+            )
+        })?;
+        Config::from_toml(&text).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("config file {}: {e}", path.display()),
+            )
+        })
+    }
+
+    /// Parses settings from TOML text.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when the text is not valid TOML or has unknown keys.
+    pub fn from_toml(text: &str) -> Result<Config, Error> {
+        toml::from_str(text).map_err(|e| Error::new(ErrorKind::Config, e.to_string()))
+    }
+}
+
+impl Settings {
+    /// Checks values that flags and files cannot rule out by type.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] naming the setting that is out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        let at_least_one = [
+            ("history_max_events", self.history_max_events),
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_topics", self.max_topics),
+            ("max_connections", self.max_connections),
+            ("max_queue_bytes", self.max_queue_bytes),
+        ];
+        for (name, value) in at_least_one {
+            if value == 0 {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("{name} must be at least 1"),
+                ));
+            }
+        }
+        for origin in &self.cors_origins {
+            check_origin(origin)?;
+        }
+        Ok(())
+    }
+}
+
+/// An origin is `scheme://host[:port]`, exactly as a browser sends it in `Origin`.
+fn check_origin(origin: &str) -> Result<(), Error> {
+    let bad = |why: &str| {
+        Error::new(
+            ErrorKind::Config,
+            format!("cors_origin {origin:?} {why}; write it as the browser sends it, e.g. https://app.example.com or http://localhost:3000"),
+        )
+    };
+    if origin == "*" {
+        return Err(bad("is a wildcard, which browsers refuse with credentials"));
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err(bad("has no scheme"));
+    };
+    if scheme.is_empty() || rest.is_empty() {
+        return Err(bad("has no scheme or host"));
+    }
+    if rest.contains('/') {
+        return Err(bad("has a path (or a trailing `/`)"));
+    }
+    if http::HeaderValue::from_str(origin).is_err() {
+        return Err(bad("is not a valid header value"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (text, ms) in [
+            ("500ms", 500),
+            ("15s", 15_000),
+            ("15", 15_000),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+        ] {
+            assert_eq!(
+                text.parse::<HumanDuration>().expect(text).0,
+                Duration::from_millis(ms)
+            );
+        }
+        for bad in ["", "s", "1x", "-1s", "1.5s"] {
+            assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn toml_layers_under_flags() {
+        let file = Config::from_toml(
+            "listen = \"127.0.0.1:9000\"\nmax_body_bytes = 10\nkeep_alive = \"0\"\nhistory_max_age = 60\ncors_origin = [\"http://a.test\"]\nslow_client = \"drop-oldest\"\n",
+        )
+        .expect("valid toml");
+        assert_eq!(file.max_body_bytes, Some(10));
+        let dir = std::env::temp_dir().join(format!("tidings-hub-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("hub.toml");
+        std::fs::write(&path, "max_body_bytes = 10\nmax_topics = 3\nhistory_max_age = \"0\"\ncors_origin = [\"http://a.test\"]\n")
+            .expect("write");
+        let flags = Config {
+            config: Some(path),
+            max_topics: Some(5),
+            ..Config::default()
+        };
+        let settings = flags.resolve().expect("resolves");
+        assert_eq!(settings.max_body_bytes, 10, "from the file");
+        assert_eq!(settings.max_topics, 5, "the flag wins");
+        assert_eq!(settings.history_max_age, None, "0 turns the age limit off");
+        assert_eq!(settings.cors_origins, ["http://a.test"]);
+        assert_eq!(settings.listen, Settings::default().listen);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(Config::from_toml("max_body_byte = 1").is_err());
+        let zero = Config {
+            max_topics: Some(0),
+            ..Config::default()
+        };
+        assert_eq!(zero.resolve().expect_err("zero").kind(), ErrorKind::Config);
+        for bad in ["*", "example.com", "http://a.test/", "http://"] {
+            let c = Config {
+                cors_origin: vec![bad.to_owned()],
+                ..Config::default()
+            };
+            assert!(c.resolve().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The hub's HTTP API as an axum [`Router`].
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /events?topic=a&topic=chat/*` | one event stream for all named topics and patterns ([`subscribe`]) |
+//! | `POST /publish` | store an event or a batch, answer its id ([`publish`]) |
+//! | `GET /topics` | topics, subscriber counts, last ids |
+//! | `GET /topics/{topic}/events?after=&limit=` | a topic's history as JSON |
+//! | `GET /healthz`, `GET /readyz` | liveness, readiness |
+//! | `GET /` | the web page ([`crate::web`]) |
+//!
+//! Every error is `application/problem+json` ([`problem`]); CORS is answered for the
+//! configured origins only ([`cors`]).
+
+pub mod cors;
+pub mod problem;
+pub mod publish;
+pub mod subscribe;
+pub mod topics;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::hub::Hub;
+
+/// The hub's routes, with problem+json errors and (when origins are configured) CORS.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tidings_hub::Error> {
+/// use tidings_hub::{Hub, Settings};
+///
+/// let hub = Hub::new(Settings::default()).await?;
+/// let app = tidings_hub::http::router(hub); // mount it in your own axum app, or serve it
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.expect("bind");
+/// axum::serve(listener, app).await.expect("serve");
+/// # Ok(()) }
+/// ```
+pub fn router(hub: Arc<Hub>) -> Router {
+    let cors = cors::layer(&hub.settings().cors_origins);
+    let router = Router::new()
+        .route("/events", get(subscribe::subscribe))
+        .route("/publish", post(publish::publish))
+        .route("/topics", get(topics::list))
+        .route("/topics/{*path}", get(topics::history))
+        .route("/healthz", get(topics::healthz))
+        .route("/readyz", get(topics::readyz))
+        .merge(crate::web::routes())
+        .fallback(problem::not_found)
+        .with_state(hub)
+        .layer(axum::middleware::from_fn(problem::problem_layer));
+    match cors {
+        Some(cors) => router
+            .layer(cors)
+            .layer(axum::middleware::from_fn(cors::strip_when_not_allowed)),
+        None => router,
+    }
+}

@@ -1,0 +1,370 @@
+//! `POST /publish`: store an event (or a batch) and answer with its id once it is stored.
+//!
+//! Form (`application/x-www-form-urlencoded`): `topic` (repeatable), `data`, and optional
+//! `event` and `retry` (milliseconds).
+//!
+//! JSON (`application/json`): `{"topic": "a" | ["a", "b"], "data": "...", "event": "t",
+//! "retry": 3000}`; `data` that is not a string is published as its JSON text. A JSON
+//! array publishes a batch: `[{...}, {...}]`.
+//!
+//! Answers `200 {"id": "<ms>-<seq>"}` (a batch: `{"ids": [...]}`) after the engine stored
+//! the events. Anything invalid — a missing topic, a pattern as a topic, an event type with
+//! CR or LF, an unknown field — is `400` problem+json, and nothing of the request is
+//! stored: a batch is validated whole before any of it is stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::Json;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode};
+use serde_json::{json, Value};
+
+use tidings::Event;
+
+use super::problem::Problem;
+use crate::engine::NewEvent;
+use crate::hub::Hub;
+use crate::topics::Topic;
+
+/// Largest `retry` a publisher may set: one day, in milliseconds.
+const MAX_RETRY_MS: u64 = 86_400_000;
+
+/// The publish handler.
+pub async fn publish(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, Problem> {
+    let settings = hub.settings();
+    let body = read_body(&headers, body, settings.max_body_bytes).await?;
+    let (events, batch) = match media_type(&headers).as_deref() {
+        Some("application/json") => parse_json(&body, settings.max_topics)?,
+        Some("application/x-www-form-urlencoded") => {
+            (vec![parse_form(&body, settings.max_topics)?], false)
+        }
+        other => {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                format!(
+                    "publish with Content-Type application/json or application/x-www-form-urlencoded, not {}",
+                    other.map_or_else(|| "none".to_owned(), |t| format!("{t:?}"))
+                ),
+            ))
+        }
+    };
+    let stored = hub.publish(events).await.map_err(Problem::from)?;
+    let ids: Vec<String> = stored.iter().map(|e| e.id.to_string()).collect();
+    tracing::debug!(?ids, "published");
+    Ok(Json(if batch {
+        json!({ "ids": ids })
+    } else {
+        json!({ "id": ids.first() })
+    }))
+}
+
+/// Reads the whole body, refusing (413) beyond `limit` bytes without reading further.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Problem> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Problem::too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let too_large = std::error::Error::source(&err)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            Problem::too_large(limit)
+        } else {
+            Problem::bad_request(
+                "unreadable-body",
+                "Unreadable body",
+                format!("the request body could not be read: {err}"),
+            )
+        }
+    })
+}
+
+/// The media type of the request, lower-cased, without parameters.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    let essence = value.split(';').next()?.trim().to_ascii_lowercase();
+    Some(essence)
+}
+
+/// One publish request before validation.
+#[derive(Default)]
+struct Draft {
+    topics: Vec<String>,
+    data: Option<String>,
+    event: Option<String>,
+    retry: Option<u64>,
+}
+
+fn parse_form(body: &[u8], max_topics: usize) -> Result<NewEvent, Problem> {
+    let mut draft = Draft::default();
+    for (key, value) in form_urlencoded::parse(body) {
+        let once = |given: bool, name: &str| {
+            if given {
+                Err(invalid(format!(
+                    "the form field `{name}` is given twice; give it once"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        match &*key {
+            "topic" => draft.topics.push(value.into_owned()),
+            "data" => {
+                once(draft.data.is_some(), "data")?;
+                draft.data = Some(value.into_owned());
+            }
+            "event" => {
+                once(draft.event.is_some(), "event")?;
+                draft.event = Some(value.into_owned());
+            }
+            "retry" => {
+                once(draft.retry.is_some(), "retry")?;
+                let ms = value.parse::<u64>().ok().filter(|_| value.bytes().all(|b| b.is_ascii_digit()));
+                draft.retry = Some(ms.ok_or_else(|| {
+                    invalid(format!("retry {value:?} is not a whole number of milliseconds"))
+                })?);
+            }
+            other => {
+                return Err(invalid(format!(
+                    "unknown form field `{other}`; the fields are topic (repeatable), data, event and retry"
+                )))
+            }
+        }
+    }
+    validate(draft, max_topics)
+}
+
+fn parse_json(body: &[u8], max_topics: usize) -> Result<(Vec<NewEvent>, bool), Problem> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request(
+            "invalid-json",
+            "Invalid JSON",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(invalid(
+                    "an empty batch publishes nothing; send at least one event".to_owned(),
+                ));
+            }
+            let mut events = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let event = json_draft(item)
+                    .and_then(|d| validate(d, max_topics))
+                    .map_err(|p| Problem {
+                        detail: format!("batch item {i}: {}", p.detail),
+                        ..p
+                    })?;
+                events.push(event);
+            }
+            Ok((events, true))
+        }
+        item => Ok((vec![validate(json_draft(item)?, max_topics)?], false)),
+    }
+}
+
+fn json_draft(value: Value) -> Result<Draft, Problem> {
+    let Value::Object(map) = value else {
+        return Err(invalid(
+            "publish a JSON object {\"topic\": ..., \"data\": ...} or an array of them".to_owned(),
+        ));
+    };
+    let mut draft = Draft::default();
+    for (key, value) in map {
+        match key.as_str() {
+            "topic" => draft.topics = json_topics(value)?,
+            "data" => draft.data = Some(match value {
+                Value::String(s) => s,
+                Value::Null => return Err(invalid(
+                    "`data` is null; send a string (or any JSON value to publish its JSON text)"
+                        .to_owned(),
+                )),
+                other => other.to_string(),
+            }),
+            "event" => match value {
+                Value::String(s) => draft.event = Some(s),
+                Value::Null => {}
+                _ => return Err(invalid("`event` must be a string".to_owned())),
+            },
+            "retry" => match value {
+                Value::Number(n) => {
+                    draft.retry = Some(n.as_u64().ok_or_else(|| {
+                        invalid(format!(
+                            "retry {n} is not a whole, non-negative number of milliseconds"
+                        ))
+                    })?)
+                }
+                Value::Null => {}
+                _ => {
+                    return Err(invalid(
+                        "`retry` must be a number of milliseconds".to_owned(),
+                    ))
+                }
+            },
+            other => {
+                return Err(invalid(format!(
+                    "unknown field `{other}`; the fields are topic, data, event and retry"
+                )))
+            }
+        }
+    }
+    Ok(draft)
+}
+
+fn json_topics(value: Value) -> Result<Vec<String>, Problem> {
+    match value {
+        Value::String(s) => Ok(vec![s]),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(invalid(
+                    "`topic` must be a string or an array of strings".to_owned(),
+                )),
+            })
+            .collect(),
+        _ => Err(invalid(
+            "`topic` must be a string or an array of strings".to_owned(),
+        )),
+    }
+}
+
+/// Checks a draft against every rule and turns it into an event ready to store.
+fn validate(draft: Draft, max_topics: usize) -> Result<NewEvent, Problem> {
+    if draft.topics.is_empty() {
+        return Err(Problem::bad_request(
+            "missing-topic",
+            "Missing topic",
+            "say which topic (or topics) to publish to: a `topic` field",
+        ));
+    }
+    let mut topics: Vec<Topic> = Vec::with_capacity(draft.topics.len());
+    for name in &draft.topics {
+        let topic = Topic::new(name).map_err(Problem::from)?;
+        if !topics.contains(&topic) {
+            topics.push(topic);
+        }
+    }
+    if topics.len() > max_topics {
+        return Err(Problem::bad_request(
+            "too-many-topics",
+            "Too many topics",
+            format!(
+                "{} topics in one publish; the limit is {max_topics} (max_topics)",
+                topics.len()
+            ),
+        ));
+    }
+    let Some(data) = draft.data else {
+        return Err(invalid(
+            "missing `data`; send the event's data (an empty string is fine)".to_owned(),
+        ));
+    };
+    let event_type = draft.event.filter(|t| !t.is_empty());
+    let retry = match draft.retry {
+        Some(ms) if ms > MAX_RETRY_MS => {
+            return Err(invalid(format!(
+                "retry {ms} ms is more than a day ({MAX_RETRY_MS} ms)"
+            )))
+        }
+        Some(ms) => Some(Duration::from_millis(ms)),
+        None => None,
+    };
+    // Encode once with the wire encoder, so "valid" means exactly what the stream needs.
+    let mut probe = Event::new().id("0-0").data(data.as_str());
+    if let Some(t) = &event_type {
+        probe = probe.event(t.as_str());
+    }
+    probe.encode().map_err(|e| invalid(e.to_string()))?;
+    Ok(NewEvent {
+        topics,
+        event_type,
+        data,
+        retry,
+    })
+}
+
+fn invalid(detail: String) -> Problem {
+    Problem::bad_request("invalid-event", "Invalid event", detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_with_repeated_topics() {
+        let e = parse_form(
+            b"topic=a&topic=b%2Fc&data=hi+there&event=greet&retry=1500",
+            32,
+        )
+        .expect("valid");
+        assert_eq!(e.topics.len(), 2);
+        assert_eq!(e.topics[1].as_str(), "b/c");
+        assert_eq!(e.data, "hi there");
+        assert_eq!(e.event_type.as_deref(), Some("greet"));
+        assert_eq!(e.retry, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn json_single_and_batch() {
+        let (one, batch) = parse_json(br#"{"topic":"a","data":{"x":1}}"#, 32).expect("valid");
+        assert!(!batch);
+        assert_eq!(one[0].data, r#"{"x":1}"#);
+        let (two, batch) = parse_json(
+            br#"[{"topic":["a","b"],"data":"1"},{"topic":"c","data":"2","event":"t"}]"#,
+            32,
+        )
+        .expect("valid");
+        assert!(batch);
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[0].topics.len(), 2);
+    }
+
+    #[test]
+    fn everything_invalid_is_a_400() {
+        for body in [
+            &br#"{"data":"x"}"#[..],
+            br#"{"topic":"a"}"#,
+            br#"{"topic":"a","data":"x","event":"a\nb"}"#,
+            br#"{"topic":"a","data":"x","event":"a\rb"}"#,
+            br#"{"topic":"a/*","data":"x"}"#,
+            br#"{"topic":"","data":"x"}"#,
+            br#"{"topic":"a","data":"x","extra":1}"#,
+            br#"{"topic":"a","data":"x","retry":-1}"#,
+            br#"[{"topic":"a","data":"ok"},{"topic":"a","data":"x","event":"bad\n"}]"#,
+            br#"[]"#,
+            br#"3"#,
+            br#"{"topic":"a""#,
+        ] {
+            let err = parse_json(body, 32).expect_err(std::str::from_utf8(body).unwrap_or("?"));
+            assert_eq!(err.status, 400);
+        }
+        for body in [
+            &b"data=x"[..],
+            b"topic=a",
+            b"topic=a&data=x&data=y",
+            b"topic=a&data=x&retry=soon",
+            b"topic=a&data=x&id=1",
+        ] {
+            assert!(parse_form(body, 32).is_err());
+        }
+        let many: String = (0..3).map(|i| format!("topic=t{i}&")).collect::<String>() + "data=x";
+        assert!(parse_form(many.as_bytes(), 2).is_err());
+    }
+}

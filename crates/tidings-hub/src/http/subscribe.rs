@@ -1,0 +1,175 @@
+//! `GET /events?topic=a&topic=chat/*`: one event stream carrying every named topic.
+//!
+//! The answer is `text/event-stream` (see `tidings::server::SessionStream`): a `retry:`
+//! with jitter, then — when the client resumes with `Last-Event-ID` (header) or
+//! `lastEventId` (query) — a gap event if history does not reach back that far, the
+//! history after that id across all the topics in id order, and then live events. The
+//! resume rules are in [`crate::fanout::resume`].
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Uri};
+
+use tidings::server::{Session, SessionConfig};
+
+use super::problem::Problem;
+use crate::engine::NewEvent;
+use crate::fanout::resume::{replay_then_go_live, ResumePlan};
+use crate::fanout::RegisterError;
+use crate::hub::Hub;
+use crate::topics::TopicFilter;
+
+/// Event type of the presence event published when a subscriber connects.
+pub const JOIN_EVENT_TYPE: &str = "join";
+/// Event type of the presence event published when a subscriber disconnects.
+pub const LEAVE_EVENT_TYPE: &str = "leave";
+
+/// Seconds a client is asked to wait (`Retry-After`) when the connection limit is reached.
+const FULL_RETRY_AFTER_SECS: u32 = 5;
+
+/// The subscribe handler.
+pub async fn subscribe(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, Problem> {
+    let settings = hub.settings();
+    let filter = parse_topics(&uri, settings.max_topics)?;
+    if hub.is_shutting_down() {
+        return Err(shutting_down());
+    }
+    let config = SessionConfig::from_request(&headers, &uri)
+        .retry(Some(settings.retry + jitter()))
+        .keep_alive(settings.keep_alive)
+        .padding(settings.padding)
+        .max_queue_bytes(settings.max_queue_bytes);
+
+    // The head is read before registering: see `fanout::resume` for why the order matters.
+    let head = hub.engine().head().await.map_err(Problem::from)?;
+    let (session, stream) = Session::new(config, ());
+    let subscriber = match hub.fanout().register(session.clone(), filter) {
+        Ok(subscriber) => subscriber,
+        Err(RegisterError::Full) => {
+            return Err(Problem::unavailable(
+                "too-many-connections",
+                "Too many connections",
+                format!(
+                    "this hub already serves {} event streams (max_connections); try again later",
+                    settings.max_connections
+                ),
+                FULL_RETRY_AFTER_SECS,
+            ))
+        }
+        Err(RegisterError::ShuttingDown) => return Err(shutting_down()),
+    };
+    let plan = ResumePlan::new(session.last_event_id(), head);
+    tracing::debug!(session = %session.id(), topics = %subscriber.filter, last_event_id = ?session.last_event_id(), "subscribed");
+
+    let presence = settings.presence;
+    if presence {
+        let weak = Arc::downgrade(&hub);
+        let filter = subscriber.filter.clone();
+        session.on_close(move |id| {
+            tracing::debug!(session = %id, "unsubscribed");
+            if let (Some(hub), Ok(runtime)) =
+                (weak.upgrade(), tokio::runtime::Handle::try_current())
+            {
+                runtime.spawn(publish_presence(
+                    Arc::downgrade(&hub),
+                    filter,
+                    LEAVE_EVENT_TYPE,
+                    id.0,
+                ));
+            }
+        });
+    }
+    let engine = Arc::clone(hub.engine());
+    let weak_hub = Arc::downgrade(&hub);
+    tokio::spawn(async move {
+        replay_then_go_live(&*engine, &subscriber, plan).await;
+        if presence && !subscriber.session.is_closed() {
+            publish_presence(
+                weak_hub,
+                subscriber.filter.clone(),
+                JOIN_EVENT_TYPE,
+                subscriber.session.id().0,
+            )
+            .await;
+        }
+    });
+    Ok(IntoResponse::into_response(stream))
+}
+
+/// Reads the `topic` query parameters into a filter, within the topic limit.
+fn parse_topics(uri: &Uri, max_topics: usize) -> Result<TopicFilter, Problem> {
+    let query = uri.query().unwrap_or("");
+    let topics: Vec<String> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "topic")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    if topics.is_empty() {
+        return Err(Problem::bad_request(
+            "missing-topic",
+            "Missing topic",
+            "say which topics to subscribe to: GET /events?topic=a&topic=chat/* (one or more `topic` parameters)",
+        ));
+    }
+    let filter = TopicFilter::parse(&topics).map_err(Problem::from)?;
+    if filter.len() > max_topics {
+        return Err(Problem::bad_request(
+            "too-many-topics",
+            "Too many topics",
+            format!(
+                "{} topics and patterns in one subscription; the limit is {max_topics} (max_topics). Use a pattern such as `chat/*` or several connections",
+                filter.len()
+            ),
+        ));
+    }
+    Ok(filter)
+}
+
+fn shutting_down() -> Problem {
+    Problem::unavailable(
+        "shutting-down",
+        "Shutting down",
+        "this hub is shutting down; reconnect in a moment",
+        1,
+    )
+}
+
+/// Publishes a `join` or `leave` event to the exact topics of `filter` (patterns name no
+/// topic to publish to). The data is `{"session":"<id>"}`.
+async fn publish_presence(
+    hub: Weak<Hub>,
+    filter: TopicFilter,
+    event_type: &'static str,
+    session: u64,
+) {
+    let Some(hub) = hub.upgrade() else { return };
+    let topics: Vec<_> = filter.exact_topics().cloned().collect();
+    if topics.is_empty() {
+        return;
+    }
+    let event = NewEvent {
+        topics,
+        event_type: Some(event_type.to_owned()),
+        data: serde_json::json!({ "session": session.to_string() }).to_string(),
+        retry: None,
+    };
+    if let Err(err) = hub.publish(vec![event]).await {
+        tracing::warn!(error = %err, event_type, "presence event not stored");
+    }
+}
+
+/// 0-1000 ms, different for each connection, so clients closed together (on shutdown) do
+/// not all come back in the same millisecond.
+fn jitter() -> Duration {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_millis(random % 1001)
+}

@@ -1,0 +1,187 @@
+//! `GET /topics` (what exists, who listens) and `GET /topics/{topic}/events` (history as
+//! JSON), plus `GET /healthz` and `GET /readyz`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use http::Uri;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use tidings::EventId;
+
+use super::problem::Problem;
+use crate::engine::StoredEvent;
+use crate::hub::Hub;
+use crate::topics::{Topic, TopicFilter, TopicPattern};
+
+/// Default number of events `GET /topics/{topic}/events` returns.
+const DEFAULT_LIMIT: usize = 100;
+/// Most events one `GET /topics/{topic}/events` returns.
+const MAX_LIMIT: usize = 1000;
+
+/// One row of `GET /topics`.
+#[derive(Debug, Serialize)]
+struct TopicRow {
+    topic: Topic,
+    /// Connections receiving this topic, exactly or through a pattern.
+    subscribers: usize,
+    last_id: Option<String>,
+    retained: u64,
+    published: u64,
+}
+
+/// `GET /topics`: every topic with events or subscribers, the number of open streams,
+/// and `head`, the newest id stored (any topic).
+pub async fn list(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, Problem> {
+    let head = hub.engine().head().await.map_err(Problem::from)?;
+    let mut rows: BTreeMap<Topic, TopicRow> = BTreeMap::new();
+    for info in hub.engine().topics().await.map_err(Problem::from)? {
+        rows.insert(
+            info.topic.clone(),
+            TopicRow {
+                subscribers: 0,
+                last_id: info.last_id.map(|id| id.to_string()),
+                retained: info.retained,
+                published: info.published,
+                topic: info.topic,
+            },
+        );
+    }
+    for topic in hub.fanout().subscribed_topics() {
+        rows.entry(topic.clone()).or_insert(TopicRow {
+            topic,
+            subscribers: 0,
+            last_id: None,
+            retained: 0,
+            published: 0,
+        });
+    }
+    for row in rows.values_mut() {
+        row.subscribers = hub.fanout().subscribers_of(&row.topic);
+    }
+    Ok(Json(json!({
+        "topics": rows.into_values().collect::<Vec<_>>(),
+        "connections": hub.fanout().connections(),
+        "head": head.to_string(),
+    })))
+}
+
+/// One event in `GET /topics/{topic}/events`.
+#[derive(Debug, Serialize)]
+struct EventRow<'a> {
+    id: String,
+    topics: &'a [Topic],
+    event: Option<&'a str>,
+    data: &'a str,
+    retry: Option<u128>,
+    /// Milliseconds since the Unix epoch when it was stored (the id's time part).
+    time: u64,
+}
+
+impl<'a> From<&'a Arc<StoredEvent>> for EventRow<'a> {
+    fn from(e: &'a Arc<StoredEvent>) -> EventRow<'a> {
+        EventRow {
+            id: e.id.to_string(),
+            topics: &e.topics,
+            event: e.event_type.as_deref(),
+            data: &e.data,
+            retry: e.retry.map(|r| r.as_millis()),
+            time: e.id.ms,
+        }
+    }
+}
+
+/// `GET /topics/{topic}/events?after=<id>&limit=<n>`: retained history of a topic (or a
+/// pattern such as `chat/*`), oldest first. The topic may contain `/` as is
+/// (`/topics/chat/room-1/events`) or percent-encoded.
+pub async fn history(
+    State(hub): State<Arc<Hub>>,
+    Path(path): Path<String>,
+    uri: Uri,
+) -> Result<Json<Value>, Problem> {
+    let Some(name) = path.strip_suffix("/events").filter(|n| !n.is_empty()) else {
+        return Err(super::problem::not_found(uri).await);
+    };
+    let pattern = TopicPattern::parse(name).map_err(Problem::from)?;
+    let mut after = EventId::ZERO;
+    let mut limit = DEFAULT_LIMIT;
+    for (key, value) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match &*key {
+            "after" if !value.is_empty() => {
+                after = value.parse().map_err(|e: tidings::Error| {
+                    Problem::bad_request("invalid-id", "Invalid event id", format!("after: {e}"))
+                })?;
+            }
+            "after" => {}
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        Problem::bad_request(
+                            "invalid-limit",
+                            "Invalid limit",
+                            format!("limit {value:?} must be a number from 1 to {MAX_LIMIT}"),
+                        )
+                    })?;
+            }
+            other => {
+                return Err(Problem::bad_request(
+                    "unknown-parameter",
+                    "Unknown parameter",
+                    format!("unknown query parameter `{other}`; use after and limit"),
+                ))
+            }
+        }
+    }
+    let filter = TopicFilter::parse([pattern.to_string()]).map_err(Problem::from)?;
+    let batch = hub
+        .engine()
+        .read_after(&filter, after, limit)
+        .await
+        .map_err(Problem::from)?;
+    let events: Vec<EventRow<'_>> = batch.events.iter().map(EventRow::from).collect();
+    Ok(Json(json!({
+        "topic": pattern.to_string(),
+        "events": events,
+        "more": batch.more,
+        "complete_after": batch.complete_after.to_string(),
+    })))
+}
+
+/// `GET /healthz`: the process is up and answering.
+pub async fn healthz(State(hub): State<Arc<Hub>>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "engine": hub.engine().name(),
+        "connections": hub.fanout().connections(),
+        "fanout": hub.counts(),
+    }))
+}
+
+/// `GET /readyz`: 200 when the engine answers and the hub is not shutting down, else 503.
+pub async fn readyz(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, Problem> {
+    if hub.is_shutting_down() {
+        return Err(Problem::unavailable(
+            "shutting-down",
+            "Shutting down",
+            "this hub is shutting down",
+            1,
+        ));
+    }
+    hub.engine().ready().await.map_err(|e| {
+        Problem::unavailable(
+            "engine-unavailable",
+            "Storage unavailable",
+            e.to_string(),
+            1,
+        )
+    })?;
+    Ok(Json(
+        json!({ "status": "ready", "engine": hub.engine().name() }),
+    ))
+}

@@ -1,0 +1,155 @@
+//! [`Hub`]: an engine, the fan-out that feeds subscribers from it, and the settings both
+//! run with. The HTTP API ([`crate::http`]) is a thin layer over it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinHandle;
+
+use crate::config::{EngineKind, Settings};
+use crate::engine::{Engine, MemoryEngine, NewEvent, StoredEvent};
+use crate::error::Error;
+use crate::fanout::{Fanout, FanoutCounts};
+
+/// The hub: stores events in an [`Engine`] and fans them out to subscribers.
+///
+/// Create it inside a tokio runtime: it spawns the fan-out task, which stops when the hub
+/// is shut down (or dropped).
+pub struct Hub {
+    engine: Arc<dyn Engine>,
+    fanout: Arc<Fanout>,
+    settings: Settings,
+    fanout_task: Mutex<Option<JoinHandle<()>>>,
+    shutting_down: AtomicBool,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("engine", &self.engine.name())
+            .field("fanout", &self.fanout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub with the engine `settings.engine` names.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Engine`] when the engine cannot be opened.
+    pub async fn new(settings: Settings) -> Result<Arc<Hub>, Error> {
+        let engine = open_engine(&settings)?;
+        Hub::with_engine(settings, engine).await
+    }
+
+    /// A hub over a given engine (e.g. one built outside this crate).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Engine`] when the engine cannot tell its head.
+    pub async fn with_engine(
+        settings: Settings,
+        engine: Arc<dyn Engine>,
+    ) -> Result<Arc<Hub>, Error> {
+        // Subscribe to the live feed before reading the head: every event stored after
+        // the head is then on the feed, so the fan-out misses nothing.
+        let receiver = engine.subscribe_live();
+        let head = engine.head().await?;
+        let fanout = Arc::new(Fanout::new(
+            settings.slow_client,
+            settings.max_queue_bytes,
+            settings.max_connections,
+        ));
+        let task = tokio::spawn(Arc::clone(&fanout).run(Arc::clone(&engine), receiver, head));
+        Ok(Arc::new(Hub {
+            engine,
+            fanout,
+            settings,
+            fanout_task: Mutex::new(Some(task)),
+            shutting_down: AtomicBool::new(false),
+        }))
+    }
+
+    /// The engine events are stored in.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// The fan-out (subscriber registry and delivery).
+    pub fn fanout(&self) -> &Arc<Fanout> {
+        &self.fanout
+    }
+
+    /// The settings the hub runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// What the fan-out has done so far.
+    pub fn counts(&self) -> FanoutCounts {
+        self.fanout.counts()
+    }
+
+    /// Whether [`Hub::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Stores `events` (validated already) and returns them with their ids; the fan-out
+    /// delivers them from the engine's live feed.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Engine`] when the engine could not store them; then none were.
+    pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Arc<StoredEvent>>, Error> {
+        self.engine.append(events).await
+    }
+
+    /// Refuses new subscribers and closes every open stream, so clients reconnect (after
+    /// their jittered `retry:`) to another hub or to this one when it is back.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.fanout.close_all();
+    }
+
+    /// Stops the fan-out task and flushes the engine. Call after the server stopped.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Engine`] when the engine could not flush.
+    pub async fn finish_shutdown(&self) -> Result<(), Error> {
+        self.begin_shutdown();
+        let task = self
+            .fanout_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            task.abort();
+        }
+        self.engine.flush().await
+    }
+}
+
+/// Opens the engine `settings.engine` names, with the retention the settings give.
+///
+/// # Errors
+/// [`crate::ErrorKind::Engine`] when the engine cannot be opened.
+pub(crate) fn open_engine(settings: &Settings) -> Result<Arc<dyn Engine>, Error> {
+    Ok(match settings.engine {
+        EngineKind::Memory => Arc::new(MemoryEngine::new(
+            settings.history_max_events,
+            settings.history_max_age,
+        )),
+    })
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .fanout_task
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! [`Server`]: the hub bound to a socket, run until a shutdown signal, then shut down
+//! gracefully; and [`serve`], what `tidings serve` runs.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::config::{Config, LogFormat, Settings};
+use crate::error::{Error, ErrorKind};
+use crate::hub::Hub;
+
+/// The hub listening on a socket.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tidings_hub::Error> {
+/// use tidings_hub::{Server, Settings};
+///
+/// let settings = Settings { listen: "127.0.0.1:0".parse().expect("addr"), ..Settings::default() };
+/// let server = Server::bind(settings).await?;
+/// println!("listening on http://{}", server.local_addr());
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// # drop(stop);
+/// server.run_until(async { let _ = stopped.await; }).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    hub: Arc<Hub>,
+}
+
+impl Server {
+    /// Opens the engine and binds `settings.listen`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when the address cannot be bound; [`ErrorKind::Engine`] when the
+    /// engine cannot be opened.
+    pub async fn bind(settings: Settings) -> Result<Server, Error> {
+        let engine = crate::hub::open_engine(&settings)?;
+        Server::bind_with_engine(settings, engine).await
+    }
+
+    /// As [`Server::bind`], over an engine built by the caller (e.g. one from another
+    /// crate, or a test double); `settings.engine` is ignored.
+    ///
+    /// # Errors
+    /// As [`Server::bind`].
+    pub async fn bind_with_engine(
+        settings: Settings,
+        engine: Arc<dyn crate::engine::Engine>,
+    ) -> Result<Server, Error> {
+        let listen = settings.listen;
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            Error::with_source(ErrorKind::Io, format!("cannot listen on {listen}"), e)
+        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::with_source(ErrorKind::Io, "cannot read the bound address", e))?;
+        let hub = Hub::with_engine(settings, engine).await?;
+        Ok(Server::from_parts(listener, local_addr, hub))
+    }
+
+    fn from_parts(listener: TcpListener, local_addr: SocketAddr, hub: Arc<Hub>) -> Server {
+        Server {
+            listener,
+            local_addr,
+            hub,
+        }
+    }
+
+    /// The address the server listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The hub behind the server.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully (see
+    /// [`Server::run_until`]).
+    ///
+    /// # Errors
+    /// As [`Server::run_until`].
+    pub async fn run(self) -> Result<(), Error> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` resolves, then: stops accepting connections, closes every
+    /// event stream (each flushes what is queued and ends; clients reconnect after their
+    /// jittered `retry:`), waits for open requests to finish (at most
+    /// `shutdown_timeout`), and flushes the engine.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when serving fails; [`ErrorKind::Engine`] when the final flush
+    /// fails.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let Server { listener, hub, .. } = self;
+        let timeout = hub.settings().shutdown_timeout;
+        let started = Arc::new(Notify::new());
+        let signal = {
+            let hub = Arc::clone(&hub);
+            let started = Arc::clone(&started);
+            async move {
+                shutdown.await;
+                tracing::info!(
+                    streams = hub.fanout().connections(),
+                    "shutting down: closing event streams"
+                );
+                hub.begin_shutdown();
+                started.notify_one();
+            }
+        };
+        let app = crate::http::router(Arc::clone(&hub));
+        let serving = axum::serve(listener, app).with_graceful_shutdown(signal);
+        let deadline = async {
+            started.notified().await;
+            tokio::time::sleep(timeout).await;
+        };
+        tokio::select! {
+            result = std::future::IntoFuture::into_future(serving) => {
+                result.map_err(|e| Error::with_source(ErrorKind::Io, "the server failed", e))?;
+            }
+            () = deadline => {
+                tracing::warn!(?timeout, "shutdown timeout: some connections did not finish; exiting anyway");
+            }
+        }
+        hub.finish_shutdown().await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// What `tidings serve` runs: resolves `config`, starts logging, binds, serves until
+/// SIGINT or SIGTERM, shuts down gracefully.
+///
+/// # Errors
+/// [`ErrorKind::Config`] for invalid settings; otherwise as [`Server::bind`] and
+/// [`Server::run`].
+pub async fn serve(config: Config) -> Result<(), Error> {
+    let settings = config.resolve()?;
+    init_logging(&settings)?;
+    let server = Server::bind(settings).await?;
+    let settings = server.hub().settings();
+    tracing::info!(
+        address = %server.local_addr(),
+        engine = server.hub().engine().name(),
+        history_max_events = settings.history_max_events,
+        "tidings hub listening on http://{}",
+        server.local_addr()
+    );
+    server.run().await
+}
+
+/// [`serve`] on a new multi-threaded tokio runtime, for a `main` that has none: the
+/// whole of `tidings serve`.
+///
+/// # Errors
+/// [`ErrorKind::Io`] when the runtime cannot start; otherwise as [`serve`].
+pub fn serve_blocking(config: Config) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::with_source(ErrorKind::Io, "cannot start the tokio runtime", e))?;
+    runtime.block_on(serve(config))
+}
+
+/// Starts the tracing subscriber the settings ask for (once per process; later calls do
+/// nothing).
+///
+/// # Errors
+/// [`ErrorKind::Config`] when the log filter does not parse.
+pub fn init_logging(settings: &Settings) -> Result<(), Error> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log).map_err(|e| {
+        Error::with_source(
+            ErrorKind::Config,
+            format!("log filter {:?} is not valid", settings.log),
+            e,
+        )
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _already_set = match settings.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
