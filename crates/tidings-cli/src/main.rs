@@ -5,11 +5,12 @@
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 mod bench;
 mod listen;
 mod publish;
+mod serve;
 
 /// Exit codes, the same for every subcommand, so scripts can tell failures apart.
 pub(crate) mod exit {
@@ -63,23 +64,16 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Options of `tidings serve`.
-#[derive(Debug, Default, Args)]
-struct ServeArgs {}
+use serve::ServeArgs;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
-        Command::Serve(_) => not_built_yet("serve"),
+        Command::Serve(args) => serve::run(args),
         Command::Listen(args) => listen::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Bench(args) => bench::run(args),
     }
-}
-
-fn not_built_yet(command: &str) -> ExitCode {
-    eprintln!("tidings {command}: not built yet");
-    ExitCode::from(exit::FAILURE)
 }
 
 /// Parses a `--header` argument written `Name: value`.
