@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
@@ -136,7 +136,7 @@ impl Link {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
         // A panic while holding this lock leaves the queue consistent (every mutation is a
         // single step), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -191,13 +191,7 @@ impl Link {
                 }
             }
         }
-        q.bytes += bytes.len();
-        q.items.push_back(bytes);
-        let waker = q.waker.take();
-        drop(q);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        enqueue_and_wake(q, bytes);
         Ok(outcome)
     }
 
@@ -327,23 +321,28 @@ impl Link {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let mut q = self.lock();
+                let q = self.lock();
                 if q.closed.is_some() {
                     return Err(closed_error());
                 }
                 if q.items.is_empty() || q.bytes + bytes.len() <= self.max_bytes {
-                    q.bytes += bytes.len();
-                    q.items.push_back(bytes);
-                    let waker = q.waker.take();
-                    drop(q);
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
+                    enqueue_and_wake(q, bytes);
                     return Ok(());
                 }
             }
             notified.await;
         }
+    }
+}
+
+/// Appends `bytes` and wakes the consumer, after releasing the lock.
+fn enqueue_and_wake(mut q: MutexGuard<'_, QueueState>, bytes: Bytes) {
+    q.bytes += bytes.len();
+    q.items.push_back(bytes);
+    let waker = q.waker.take();
+    drop(q);
+    if let Some(w) = waker {
+        w.wake();
     }
 }
 
