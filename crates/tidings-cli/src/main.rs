@@ -5,8 +5,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
+mod bench;
 mod listen;
 mod publish;
 mod serve;
@@ -59,13 +60,9 @@ enum Command {
     /// Publish events to a hub, printing the id it assigns to each.
     #[command(after_help = EXIT_CODES)]
     Publish(publish::PublishArgs),
-    /// Generate load against a hub and measure delivery.
-    Bench(BenchArgs),
+    /// Load any SSE server with subscribers and a publisher, and measure delivery.
+    Bench(bench::BenchArgs),
 }
-
-/// Options of `tidings bench`.
-#[derive(Debug, Default, Args)]
-struct BenchArgs {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -73,13 +70,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Listen(args) => listen::run(args),
         Command::Publish(args) => publish::run(args),
-        Command::Bench(_) => not_built_yet("bench"),
+        Command::Bench(args) => bench::run(args),
     }
-}
-
-fn not_built_yet(command: &str) -> ExitCode {
-    eprintln!("tidings {command}: not built yet");
-    ExitCode::from(exit::FAILURE)
 }
 
 /// Parses a `--header` argument written `Name: value`.
