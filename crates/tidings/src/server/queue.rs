@@ -222,7 +222,7 @@ impl Link {
         Ok(())
     }
 
-    /// Takes everything queued, coalesced into one buffer, or registers `waker`.
+    /// Takes the next write (see [`take_write`]), or registers `waker` when nothing is queued.
     pub(crate) fn drain(&self, waker: &Waker) -> Drained {
         let mut q = self.lock();
         if q.items.is_empty() && q.pending_dropped == 0 {
@@ -236,17 +236,7 @@ impl Link {
             return Drained::Empty;
         }
         let dropped = std::mem::take(&mut q.pending_dropped);
-        let out = if q.items.len() == 1 {
-            q.items.pop_front().unwrap_or_default()
-        } else {
-            let mut buf = BytesMut::with_capacity(q.bytes);
-            for item in q.items.drain(..) {
-                buf.extend_from_slice(&item);
-            }
-            buf.freeze()
-        };
-        q.items.clear();
-        q.bytes = 0;
+        let out = take_write(&mut q);
         drop(q);
         self.changed.notify_waiters();
         Drained::Data(out, dropped)
@@ -351,6 +341,36 @@ impl Link {
     }
 }
 
+/// Items at least this large are written as they are, never copied into a batch.
+const PASS_THROUGH_BYTES: usize = 4 * 1024;
+/// A batch of small items is cut at about this size.
+const BATCH_BYTES: usize = 16 * 1024;
+
+/// Takes the next write off the queue: runs of small items coalesced into one buffer (one
+/// chunk on the wire instead of many), large items passed on as the shared bytes they are
+/// (no copy; the HTTP layer writes them vectored).
+fn take_write(q: &mut QueueState) -> Bytes {
+    let Some(first) = q.items.pop_front() else {
+        return Bytes::new();
+    };
+    let small = |b: &Bytes| b.len() < PASS_THROUGH_BYTES;
+    if !small(&first) || !q.items.front().is_some_and(small) {
+        q.bytes -= first.len();
+        return first;
+    }
+    let mut buf = BytesMut::with_capacity(q.bytes.min(BATCH_BYTES));
+    buf.extend_from_slice(&first);
+    while let Some(next) = q.items.front() {
+        if !small(next) || buf.len() + next.len() > BATCH_BYTES {
+            break;
+        }
+        buf.extend_from_slice(next);
+        q.items.pop_front();
+    }
+    q.bytes -= buf.len();
+    buf.freeze()
+}
+
 /// Appends `bytes` and wakes the consumer, after releasing the lock.
 fn enqueue_and_wake(mut q: MutexGuard<'_, QueueState>, bytes: Bytes) {
     q.bytes += bytes.len();
@@ -367,4 +387,47 @@ pub(crate) fn closed_error() -> Error {
         ErrorKind::Closed,
         "the session is closed: the client went away or the server closed it",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(items: &[usize]) -> QueueState {
+        let mut q = QueueState::default();
+        for &len in items {
+            q.bytes += len;
+            q.items.push_back(Bytes::from(vec![b'x'; len]));
+        }
+        q
+    }
+
+    fn writes(mut q: QueueState) -> Vec<usize> {
+        let mut out = Vec::new();
+        while !q.items.is_empty() {
+            out.push(take_write(&mut q).len());
+        }
+        assert_eq!(q.bytes, 0, "accounting returns to zero");
+        out
+    }
+
+    #[test]
+    fn small_items_are_batched_large_ones_pass_through() {
+        assert_eq!(writes(queue(&[10, 20, 30])), [60]);
+        assert_eq!(writes(queue(&[10, 5000, 20, 30])), [10, 5000, 50]);
+        assert_eq!(writes(queue(&[16384, 16384])), [16384, 16384]);
+        // Batches are cut near BATCH_BYTES.
+        let many = vec![4000; 10];
+        assert_eq!(writes(queue(&many)), [16000, 16000, 8000]);
+    }
+
+    #[test]
+    fn a_large_item_is_the_same_shared_bytes() {
+        let mut q = queue(&[]);
+        let big = Bytes::from(vec![b'x'; 8192]);
+        q.bytes += big.len();
+        q.items.push_back(big.clone());
+        let out = take_write(&mut q);
+        assert_eq!(out.as_ptr(), big.as_ptr(), "no copy");
+    }
 }
