@@ -120,7 +120,10 @@ impl Server {
             }
         };
         let app = crate::http::router(Arc::clone(&hub));
-        let serving = axum::serve(listener, app).with_graceful_shutdown(signal);
+        // `into_make_service` turns the routes into services once; serving the `Router` itself
+        // would redo that for every connection (about 6 KB each, held for the life of an
+        // event stream).
+        let serving = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(signal);
         let deadline = async {
             started.notified().await;
             tokio::time::sleep(timeout).await;
