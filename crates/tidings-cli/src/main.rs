@@ -5,10 +5,12 @@
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
+mod bench;
 mod listen;
 mod publish;
+mod serve;
 
 /// Exit codes, the same for every subcommand, so scripts can tell failures apart.
 pub(crate) mod exit {
@@ -45,44 +47,31 @@ struct Cli {
     command: Option<Command>,
     /// With no subcommand, `tidings` runs `tidings serve` with these options.
     #[command(flatten)]
-    serve: ServeArgs,
+    serve: serve::ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the hub: publish over HTTP, subscribe with EventSource (the default).
-    Serve(ServeArgs),
+    Serve(serve::ServeArgs),
     /// Print the events of an event stream as they arrive (curl for event streams).
     #[command(after_help = EXIT_CODES)]
     Listen(listen::ListenArgs),
     /// Publish events to a hub, printing the id it assigns to each.
     #[command(after_help = EXIT_CODES)]
     Publish(publish::PublishArgs),
-    /// Generate load against a hub and measure delivery.
-    Bench(BenchArgs),
+    /// Load any SSE server with subscribers and a publisher, and measure delivery.
+    Bench(bench::BenchArgs),
 }
-
-/// Options of `tidings serve`.
-#[derive(Debug, Default, Args)]
-struct ServeArgs {}
-
-/// Options of `tidings bench`.
-#[derive(Debug, Default, Args)]
-struct BenchArgs {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
-        Command::Serve(_) => not_built_yet("serve"),
+        Command::Serve(args) => serve::run(args),
         Command::Listen(args) => listen::run(args),
         Command::Publish(args) => publish::run(args),
-        Command::Bench(_) => not_built_yet("bench"),
+        Command::Bench(args) => bench::run(args),
     }
-}
-
-fn not_built_yet(command: &str) -> ExitCode {
-    eprintln!("tidings {command}: not built yet");
-    ExitCode::from(exit::FAILURE)
 }
 
 /// Parses a `--header` argument written `Name: value`.

@@ -15,8 +15,8 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
         Err(err) => {
             eprintln!("tidings serve: {err}");
             match err.kind() {
-                tidings_hub::ErrorKind::Config => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
+                tidings_hub::ErrorKind::Config => ExitCode::from(crate::exit::USAGE),
+                _ => ExitCode::from(crate::exit::FAILURE),
             }
         }
     }

@@ -104,7 +104,7 @@ pub struct Config {
     pub retention: BTreeMap<String, crate::engine::RetentionOverride>,
 
     /// A browser origin allowed to subscribe and publish cross-origin, exactly as the
-    /// browser sends it (e.g. https://app.example.com); repeat for more [default: none].
+    /// browser sends it (e.g. `https://app.example.com`); repeat for more [default: none].
     #[arg(
         long,
         env = "TIDINGS_CORS_ORIGIN",

@@ -41,20 +41,7 @@ impl Hub {
     /// the data dir cannot be created or written, is in use by another hub, or holds a
     /// corrupt database; the message names the path and what to do).
     pub async fn new(settings: Settings) -> Result<Arc<Hub>, Error> {
-        let engine: Arc<dyn Engine> = match settings.engine {
-            EngineKind::Memory => Arc::new(MemoryEngine::new(
-                settings.history_max_events,
-                settings.history_max_age,
-            )),
-            EngineKind::Disk => {
-                let options = DiskOptions::from_settings(&settings)?;
-                let dir = settings.data_dir.clone();
-                let open = tokio::task::spawn_blocking(move || DiskEngine::open(dir, options));
-                Arc::new(open.await.map_err(|e| {
-                    Error::with_source(crate::ErrorKind::Engine, "opening the data dir failed", e)
-                })??)
-            }
-        };
+        let engine = open_engine(&settings)?;
         Hub::with_engine(settings, engine).await
     }
 
@@ -142,6 +129,26 @@ impl Hub {
         }
         self.engine.flush().await
     }
+}
+
+/// Opens the engine `settings.engine` names, with the retention the settings give. The
+/// disk engine blocks while it opens its database (start-up only).
+///
+/// # Errors
+/// [`crate::ErrorKind::Engine`] when the engine cannot be opened (for the disk engine: the
+/// data dir cannot be created or written, is in use by another hub, or holds a corrupt
+/// database; the message names the path and what to do).
+pub(crate) fn open_engine(settings: &Settings) -> Result<Arc<dyn Engine>, Error> {
+    Ok(match settings.engine {
+        EngineKind::Memory => Arc::new(MemoryEngine::new(
+            settings.history_max_events,
+            settings.history_max_age,
+        )),
+        EngineKind::Disk => Arc::new(DiskEngine::open(
+            &settings.data_dir,
+            DiskOptions::from_settings(settings)?,
+        )?),
+    })
 }
 
 impl Drop for Hub {

@@ -40,6 +40,19 @@ impl Server {
     /// [`ErrorKind::Io`] when the address cannot be bound; [`ErrorKind::Engine`] when the
     /// engine cannot be opened.
     pub async fn bind(settings: Settings) -> Result<Server, Error> {
+        let engine = crate::hub::open_engine(&settings)?;
+        Server::bind_with_engine(settings, engine).await
+    }
+
+    /// As [`Server::bind`], over an engine built by the caller (e.g. one from another
+    /// crate, or a test double); `settings.engine` is ignored.
+    ///
+    /// # Errors
+    /// As [`Server::bind`].
+    pub async fn bind_with_engine(
+        settings: Settings,
+        engine: Arc<dyn crate::engine::Engine>,
+    ) -> Result<Server, Error> {
         let listen = settings.listen;
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             Error::with_source(ErrorKind::Io, format!("cannot listen on {listen}"), e)
@@ -47,12 +60,16 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::with_source(ErrorKind::Io, "cannot read the bound address", e))?;
-        let hub = Hub::new(settings).await?;
-        Ok(Server {
+        let hub = Hub::with_engine(settings, engine).await?;
+        Ok(Server::from_parts(listener, local_addr, hub))
+    }
+
+    fn from_parts(listener: TcpListener, local_addr: SocketAddr, hub: Arc<Hub>) -> Server {
+        Server {
             listener,
             local_addr,
             hub,
-        })
+        }
     }
 
     /// The address the server listens on (the real port when bound to port 0).
@@ -103,7 +120,10 @@ impl Server {
             }
         };
         let app = crate::http::router(Arc::clone(&hub));
-        let serving = axum::serve(listener, app).with_graceful_shutdown(signal);
+        // `into_make_service` turns the routes into services once; serving the `Router` itself
+        // would redo that for every connection (about 6 KB each, held for the life of an
+        // event stream).
+        let serving = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(signal);
         let deadline = async {
             started.notified().await;
             tokio::time::sleep(timeout).await;

@@ -92,5 +92,5 @@ async fn main() -> std::io::Result<()> {
         .with_state(room);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
     println!("chat on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await
+    axum::serve(listener, app.into_make_service()).await
 }

@@ -39,5 +39,5 @@ async fn main() -> std::io::Result<()> {
         .route("/time", get(time));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("clock on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await
+    axum::serve(listener, app.into_make_service()).await
 }

@@ -1,7 +1,7 @@
 //! Fan-out: the registry of connected subscribers, and delivery of every stored event to
 //! the connections whose topics or patterns match it.
 //!
-//! One task ([`Fanout::run`]) reads the engine's live feed, in id order, and for each
+//! One task (`Fanout::run`) reads the engine's live feed, in id order, and for each
 //! event finds the matching subscribers, encodes the event once, and pushes the same bytes
 //! to each connection's bounded queue under the configured [`SlowClientPolicy`]. An event
 //! published to several topics reaches a connection subscribed to several of them once.
@@ -16,7 +16,7 @@
 //! `delivery` lock is held.
 
 mod registry;
-pub(crate) mod resume;
+pub mod resume;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};

@@ -51,25 +51,28 @@ impl Registry {
 
     /// Every subscriber of any of `topics`, each once.
     pub(crate) fn matching(&self, topics: &[Topic]) -> Vec<Arc<Subscriber>> {
+        let mut sets: Vec<&Members> = Vec::new();
+        for topic in topics {
+            sets.extend(self.by_topic.get(topic));
+            for prefix in pattern_prefixes(topic.as_str()) {
+                sets.extend(self.by_prefix.get(prefix));
+            }
+        }
+        // The common case, one topic and no pattern matching it, needs no de-duplication:
+        // a session is in one member set at most once.
+        if let [only] = sets.as_slice() {
+            return only.values().cloned().collect();
+        }
         let mut seen: HashSet<SessionId> = HashSet::new();
         let mut out = Vec::new();
-        let mut take = |members: Option<&Members>| {
-            for (id, subscriber) in members.into_iter().flatten() {
-                if seen.insert(*id) {
-                    out.push(Arc::clone(subscriber));
-                }
-            }
-        };
-        for topic in topics {
-            take(self.by_topic.get(topic));
-            for prefix in pattern_prefixes(topic.as_str()) {
-                take(self.by_prefix.get(prefix));
+        for (id, subscriber) in sets.into_iter().flatten() {
+            if seen.insert(*id) {
+                out.push(Arc::clone(subscriber));
             }
         }
         out
     }
 
-    /// How many connections receive events of `topic` (exactly or through a pattern).
     pub(crate) fn count_for(&self, topic: &Topic) -> usize {
         let mut seen: HashSet<SessionId> = HashSet::new();
         if let Some(members) = self.by_topic.get(topic) {

@@ -160,6 +160,8 @@ pub(crate) async fn replay_then_go_live(
         if !batch.more {
             break;
         }
+        // Back-pressure: the next page waits until the client has taken this one.
+        session.room().await;
     }
 
     // Hand-over, under the subscriber's delivery lock so the fan-out waits for it.

@@ -13,6 +13,7 @@
 //! configured origins only ([`cors`]).
 
 pub mod cors;
+pub mod health;
 pub mod problem;
 pub mod publish;
 pub mod subscribe;
@@ -44,14 +45,16 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/publish", post(publish::publish))
         .route("/topics", get(topics::list))
         .route("/topics/{*path}", get(topics::history))
-        .route("/healthz", get(topics::healthz))
-        .route("/readyz", get(topics::readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .merge(crate::web::routes())
         .fallback(problem::not_found)
         .with_state(hub)
         .layer(axum::middleware::from_fn(problem::problem_layer));
     match cors {
-        Some(cors) => router.layer(cors),
+        Some(cors) => router
+            .layer(cors)
+            .layer(axum::middleware::from_fn(cors::strip_when_not_allowed)),
         None => router,
     }
 }

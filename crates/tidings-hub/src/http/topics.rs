@@ -1,5 +1,5 @@
 //! `GET /topics` (what exists, who listens) and `GET /topics/{topic}/events` (history as
-//! JSON), plus `GET /healthz` and `GET /readyz`.
+//! JSON).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,8 +33,10 @@ struct TopicRow {
     published: u64,
 }
 
-/// `GET /topics`: every topic with events or subscribers.
+/// `GET /topics`: every topic with events or subscribers, the number of open streams,
+/// and `head`, the newest id stored (any topic).
 pub async fn list(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, Problem> {
+    let head = hub.engine().head().await.map_err(Problem::from)?;
     let mut rows: BTreeMap<Topic, TopicRow> = BTreeMap::new();
     for info in hub.engine().topics().await.map_err(Problem::from)? {
         rows.insert(
@@ -63,6 +65,7 @@ pub async fn list(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, Problem> {
     Ok(Json(json!({
         "topics": rows.into_values().collect::<Vec<_>>(),
         "connections": hub.fanout().connections(),
+        "head": head.to_string(),
     })))
 }
 
@@ -148,37 +151,4 @@ pub async fn history(
         "more": batch.more,
         "complete_after": batch.complete_after.to_string(),
     })))
-}
-
-/// `GET /healthz`: the process is up and answering.
-pub async fn healthz(State(hub): State<Arc<Hub>>) -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "engine": hub.engine().name(),
-        "connections": hub.fanout().connections(),
-        "fanout": hub.counts(),
-    }))
-}
-
-/// `GET /readyz`: 200 when the engine answers and the hub is not shutting down, else 503.
-pub async fn readyz(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, Problem> {
-    if hub.is_shutting_down() {
-        return Err(Problem::unavailable(
-            "shutting-down",
-            "Shutting down",
-            "this hub is shutting down",
-            1,
-        ));
-    }
-    hub.engine().ready().await.map_err(|e| {
-        Problem::unavailable(
-            "engine-unavailable",
-            "Storage unavailable",
-            e.to_string(),
-            1,
-        )
-    })?;
-    Ok(Json(
-        json!({ "status": "ready", "engine": hub.engine().name() }),
-    ))
 }

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
@@ -136,7 +136,7 @@ impl Link {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
         // A panic while holding this lock leaves the queue consistent (every mutation is a
         // single step), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -191,13 +191,7 @@ impl Link {
                 }
             }
         }
-        q.bytes += bytes.len();
-        q.items.push_back(bytes);
-        let waker = q.waker.take();
-        drop(q);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        enqueue_and_wake(q, bytes);
         Ok(outcome)
     }
 
@@ -228,7 +222,7 @@ impl Link {
         Ok(())
     }
 
-    /// Takes everything queued, coalesced into one buffer, or registers `waker`.
+    /// Takes the next write (see [`take_write`]), or registers `waker` when nothing is queued.
     pub(crate) fn drain(&self, waker: &Waker) -> Drained {
         let mut q = self.lock();
         if q.items.is_empty() && q.pending_dropped == 0 {
@@ -242,17 +236,7 @@ impl Link {
             return Drained::Empty;
         }
         let dropped = std::mem::take(&mut q.pending_dropped);
-        let out = if q.items.len() == 1 {
-            q.items.pop_front().unwrap_or_default()
-        } else {
-            let mut buf = BytesMut::with_capacity(q.bytes);
-            for item in q.items.drain(..) {
-                buf.extend_from_slice(&item);
-            }
-            buf.freeze()
-        };
-        q.items.clear();
-        q.bytes = 0;
+        let out = take_write(&mut q);
         drop(q);
         self.changed.notify_waiters();
         Drained::Data(out, dropped)
@@ -319,6 +303,22 @@ impl Link {
         }
     }
 
+    /// Resolves once less than the bound is queued (or the session is closed).
+    pub(crate) async fn room(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let q = self.lock();
+                if q.closed.is_some() || q.bytes < self.max_bytes {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
     /// Queues `bytes` once there is room for them, waiting instead of applying a policy
     /// (back-pressure for a producer that can wait).
     pub(crate) async fn push_when_room(&self, bytes: Bytes) -> Result<(), Error> {
@@ -327,18 +327,12 @@ impl Link {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let mut q = self.lock();
+                let q = self.lock();
                 if q.closed.is_some() {
                     return Err(closed_error());
                 }
                 if q.items.is_empty() || q.bytes + bytes.len() <= self.max_bytes {
-                    q.bytes += bytes.len();
-                    q.items.push_back(bytes);
-                    let waker = q.waker.take();
-                    drop(q);
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
+                    enqueue_and_wake(q, bytes);
                     return Ok(());
                 }
             }
@@ -347,9 +341,93 @@ impl Link {
     }
 }
 
+/// Items at least this large are written as they are, never copied into a batch.
+const PASS_THROUGH_BYTES: usize = 4 * 1024;
+/// A batch of small items is cut at about this size.
+const BATCH_BYTES: usize = 16 * 1024;
+
+/// Takes the next write off the queue: runs of small items coalesced into one buffer (one
+/// chunk on the wire instead of many), large items passed on as the shared bytes they are
+/// (no copy; the HTTP layer writes them vectored).
+fn take_write(q: &mut QueueState) -> Bytes {
+    let Some(first) = q.items.pop_front() else {
+        return Bytes::new();
+    };
+    let small = |b: &Bytes| b.len() < PASS_THROUGH_BYTES;
+    if !small(&first) || !q.items.front().is_some_and(small) {
+        q.bytes -= first.len();
+        return first;
+    }
+    let mut buf = BytesMut::with_capacity(q.bytes.min(BATCH_BYTES));
+    buf.extend_from_slice(&first);
+    while let Some(next) = q.items.front() {
+        if !small(next) || buf.len() + next.len() > BATCH_BYTES {
+            break;
+        }
+        buf.extend_from_slice(next);
+        q.items.pop_front();
+    }
+    q.bytes -= buf.len();
+    buf.freeze()
+}
+
+/// Appends `bytes` and wakes the consumer, after releasing the lock.
+fn enqueue_and_wake(mut q: MutexGuard<'_, QueueState>, bytes: Bytes) {
+    q.bytes += bytes.len();
+    q.items.push_back(bytes);
+    let waker = q.waker.take();
+    drop(q);
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
 pub(crate) fn closed_error() -> Error {
     Error::new(
         ErrorKind::Closed,
         "the session is closed: the client went away or the server closed it",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(items: &[usize]) -> QueueState {
+        let mut q = QueueState::default();
+        for &len in items {
+            q.bytes += len;
+            q.items.push_back(Bytes::from(vec![b'x'; len]));
+        }
+        q
+    }
+
+    fn writes(mut q: QueueState) -> Vec<usize> {
+        let mut out = Vec::new();
+        while !q.items.is_empty() {
+            out.push(take_write(&mut q).len());
+        }
+        assert_eq!(q.bytes, 0, "accounting returns to zero");
+        out
+    }
+
+    #[test]
+    fn small_items_are_batched_large_ones_pass_through() {
+        assert_eq!(writes(queue(&[10, 20, 30])), [60]);
+        assert_eq!(writes(queue(&[10, 5000, 20, 30])), [10, 5000, 50]);
+        assert_eq!(writes(queue(&[16384, 16384])), [16384, 16384]);
+        // Batches are cut near BATCH_BYTES.
+        let many = vec![4000; 10];
+        assert_eq!(writes(queue(&many)), [16000, 16000, 8000]);
+    }
+
+    #[test]
+    fn a_large_item_is_the_same_shared_bytes() {
+        let mut q = queue(&[]);
+        let big = Bytes::from(vec![b'x'; 8192]);
+        q.bytes += big.len();
+        q.items.push_back(big.clone());
+        let out = take_write(&mut q);
+        assert_eq!(out.as_ptr(), big.as_ptr(), "no copy");
+    }
 }

@@ -250,6 +250,13 @@ impl<S> Session<S> {
         self.inner.link.push_unbounded(items)
     }
 
+    /// Resolves once the queue holds less than its bound (or the session is closed): a
+    /// producer of replay pages waits here between pages, so replaying a long history
+    /// holds one page and one queue in memory, not the whole history.
+    pub async fn room(&self) {
+        self.inner.link.room().await;
+    }
+
     /// Queues a [`Gap`] notice, whatever the queue bound.
     ///
     /// # Errors
@@ -327,5 +334,36 @@ mod tests {
         );
         let plain: Uri = "/events".parse().expect("uri");
         assert_eq!(last_event_id_from_request(&HeaderMap::new(), &plain), None);
+    }
+
+    #[tokio::test]
+    async fn room_waits_for_the_consumer() {
+        use futures_util::FutureExt;
+        use http_body_util::BodyExt;
+
+        let config = SessionConfig::new().retry(None).max_queue_bytes(8);
+        let (session, mut stream) = Session::new(config, ());
+        assert!(
+            session.room().now_or_never().is_some(),
+            "empty queue has room"
+        );
+        session
+            .push_bytes(
+                Bytes::from_static(b"data: 0123456789\n\n"),
+                SlowClientPolicy::Disconnect,
+            )
+            .expect("open");
+        let waiting = tokio::spawn({
+            let session = session.clone();
+            async move { session.room().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "over the bound: no room");
+        let _preamble = stream.frame().await;
+        let _events = stream.frame().await;
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("room after the consumer drained")
+            .expect("task");
     }
 }

@@ -1,0 +1,114 @@
+//! `tidings serve` as a user runs it: the built binary, a real socket, a real signal.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Starts `tidings` (no subcommand: serve is the default) on a free port and returns the
+/// child and the address it printed.
+fn start_hub(extra: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tidings starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the hub logs its address before anything else")
+            .expect("a log line");
+        let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if let Some(addr) = log["fields"]["address"].as_str() {
+            break addr.parse().expect("an address");
+        }
+    };
+    // Keep draining the log so the hub never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream
+}
+
+fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tidings serve did not exit after the signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_ends_open_streams_and_exits_zero() {
+    let (mut child, addr) = start_hub(&["--retry", "2s"]);
+
+    // An open event stream, as curl -N would hold it.
+    let mut stream = connect(addr);
+    write!(
+        stream,
+        "GET /events?topic=a HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("request");
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).expect("response head");
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    // A publish with curl's form encoding.
+    let mut publish = connect(addr);
+    let body = "topic=a&data=before+shutdown";
+    write!(
+        publish,
+        "POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("publish");
+    let mut answer = String::new();
+    publish.read_to_string(&mut answer).expect("publish answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    send_signal(&child, "-TERM");
+    // The stream delivers what was queued, then ends (the hub closes it).
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).expect("the stream ends");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.contains("data: before shutdown"), "{text}");
+    assert!(text.contains("retry: "), "{text}");
+    let status = wait_for_exit(&mut child);
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+}
+
+#[test]
+fn invalid_settings_exit_with_the_usage_code() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--max-topics", "0"])
+        .output()
+        .expect("tidings runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("max_topics must be at least 1"), "{stderr}");
+}

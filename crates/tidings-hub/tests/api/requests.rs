@@ -1,0 +1,227 @@
+//! Bad requests, CORS and limits: every refusal is problem+json with the right status.
+
+use crate::common::{request, TestHub, PATIENCE};
+use bytes::Bytes;
+use http::Method;
+use serde_json::json;
+use std::time::Duration;
+use tidings_hub::Settings;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn bad_requests_are_problem_json() {
+    let hub = TestHub::start(Settings {
+        max_body_bytes: 256,
+        ..Settings::default()
+    })
+    .await;
+    let addr = hub.addr;
+    let post = |ct: &'static str, body: &'static str| async move {
+        request(
+            addr,
+            Method::POST,
+            "/publish",
+            &[("content-type", ct)],
+            Bytes::from_static(body.as_bytes()),
+        )
+        .await
+    };
+    const JSON: &str = "application/json";
+    const FORM: &str = "application/x-www-form-urlencoded";
+
+    // Missing topic: subscribe and publish.
+    let d = hub.get("/events").await.assert_problem(400);
+    assert!(d.contains("topic"), "{d}");
+    post(JSON, r#"{"data":"x"}"#).await.assert_problem(400);
+    post(FORM, "data=x").await.assert_problem(400);
+    // Invalid topics and patterns.
+    hub.get("/events?topic=a*").await.assert_problem(400);
+    hub.get("/events?topic=a%0Ab").await.assert_problem(400);
+    post(JSON, r#"{"topic":"chat/*","data":"x"}"#)
+        .await
+        .assert_problem(400);
+    // Bad JSON, wrong shapes, unknown fields.
+    let d = post(JSON, r#"{"topic":"a","data":"#)
+        .await
+        .assert_problem(400);
+    assert!(d.contains("JSON"), "{d}");
+    post(JSON, r#"{"topic":1,"data":"x"}"#)
+        .await
+        .assert_problem(400);
+    post(JSON, r#"{"topic":"a","data":"x","id":"1-0"}"#)
+        .await
+        .assert_problem(400);
+    post(FORM, "topic=a&data=x&retry=soon")
+        .await
+        .assert_problem(400);
+    // An event type with a line break would inject fields.
+    let d = post(FORM, "topic=a&data=x&event=a%0Ab")
+        .await
+        .assert_problem(400);
+    assert!(d.contains("CR or LF"), "{d}");
+    post(JSON, r#"{"topic":"a","data":"x","event":"a\r\nid: 9"}"#)
+        .await
+        .assert_problem(400);
+    // A batch with one bad item stores nothing.
+    post(
+        JSON,
+        r#"[{"topic":"half","data":"ok"},{"topic":"half","data":"x","event":"bad\n"}]"#,
+    )
+    .await
+    .assert_problem(400);
+    let topics = hub.get("/topics").await.json();
+    assert_eq!(topics["topics"], json!([]), "nothing half-applied");
+    // Wrong content type.
+    post("text/plain", "hello").await.assert_problem(415);
+    // Too large, with and without Content-Length.
+    let big = "x".repeat(300);
+    let reply = request(
+        addr,
+        Method::POST,
+        "/publish",
+        &[("content-type", FORM)],
+        Bytes::from(format!("topic=a&data={big}")),
+    )
+    .await;
+    let d = reply.assert_problem(413);
+    assert!(d.contains("256"), "{d}");
+    assert_eq!(chunked_publish_status(addr, &big).await, 413);
+    // Unknown route, wrong method.
+    let d = hub.get("/nope").await.assert_problem(404);
+    assert!(d.contains("/nope"), "{d}");
+    hub.get("/topics/a").await.assert_problem(404);
+    let reply = request(addr, Method::DELETE, "/publish", &[], Bytes::new()).await;
+    reply.assert_problem(405);
+    assert_eq!(reply.header("allow"), Some("POST"));
+    request(addr, Method::POST, "/events", &[], Bytes::new())
+        .await
+        .assert_problem(405);
+    // Bad query parameters on history.
+    hub.get("/topics/a/events?after=yesterday")
+        .await
+        .assert_problem(400);
+    hub.get("/topics/a/events?limit=0")
+        .await
+        .assert_problem(400);
+    hub.get("/topics/a/events?color=red")
+        .await
+        .assert_problem(400);
+    // An axum extractor's own rejection (a path that is not UTF-8) is problem+json too.
+    let d = hub.get("/topics/%FF/events").await.assert_problem(400);
+    assert!(d.to_lowercase().contains("utf-8"), "{d}");
+}
+
+/// Sends a chunked publish (no Content-Length) and returns the status code.
+async fn chunked_publish_status(addr: std::net::SocketAddr, filler: &str) -> u16 {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let body = format!("topic=a&data={filler}");
+    let request = format!(
+        "POST /publish HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-www-form-urlencoded\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.contains("application/problem+json"), "{text}");
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line")
+}
+
+#[tokio::test]
+async fn cors_preflight_allows_exactly_the_configured_origin() {
+    let hub = TestHub::start(Settings {
+        cors_origins: vec!["http://allowed.test".to_owned()],
+        ..Settings::default()
+    })
+    .await;
+    let addr = hub.addr;
+    let preflight = |origin: &'static str| async move {
+        request(
+            addr,
+            Method::OPTIONS,
+            "/events?topic=a",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "GET"),
+                ("access-control-request-headers", "last-event-id"),
+            ],
+            Bytes::new(),
+        )
+        .await
+    };
+    let ok = preflight("http://allowed.test").await;
+    assert!(ok.status.is_success(), "{:?}", ok.status);
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("http://allowed.test")
+    );
+    assert_eq!(ok.header("access-control-allow-credentials"), Some("true"));
+    let allowed_headers = ok
+        .header("access-control-allow-headers")
+        .unwrap_or_default();
+    assert!(
+        allowed_headers.contains("last-event-id"),
+        "{allowed_headers}"
+    );
+
+    let other = preflight("http://evil.test").await;
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    assert_eq!(other.header("access-control-allow-credentials"), None);
+
+    let simple = request(
+        hub.addr,
+        Method::GET,
+        "/topics",
+        &[("origin", "http://allowed.test")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        simple.header("access-control-allow-origin"),
+        Some("http://allowed.test")
+    );
+    let exposed = simple
+        .header("access-control-expose-headers")
+        .unwrap_or_default();
+    assert!(exposed.contains("last-event-id"), "{exposed}");
+}
+
+#[tokio::test]
+async fn too_many_topics_is_400_and_too_many_connections_is_503() {
+    let hub = TestHub::start(Settings {
+        max_topics: 2,
+        max_connections: 1,
+        ..Settings::default()
+    })
+    .await;
+    let d = hub
+        .get("/events?topic=a&topic=b&topic=c")
+        .await
+        .assert_problem(400);
+    assert!(d.contains("limit is 2"), "{d}");
+
+    let first = hub.stream("/events?topic=a&topic=b").await;
+    let full = hub.get("/events?topic=a").await;
+    full.assert_problem(503);
+    assert!(full.header("retry-after").is_some(), "Retry-After on 503");
+
+    drop(first);
+    // The slot frees once the hub notices the client left.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while hub.get("/healthz").await.json()["connections"] != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connection never released"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut again = hub.stream("/events?topic=a").await;
+    let id = hub.publish("a", "x").await;
+    assert_eq!(again.expect_event().await.id, id);
+}

@@ -1,0 +1,364 @@
+//! The page in a real browser: headless Chromium, driven through chromedriver's WebDriver
+//! HTTP API, loads `/`, receives a published event through a real `EventSource`, and
+//! catches up with `?lastEventId=` after its connection is dropped and restored.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver`. Without them the test
+//! prints `skipped: browser test (install chromium chromium-driver)` and passes, unless
+//! `TIDINGS_REQUIRE_EXTERNAL=1`, when it fails.
+
+mod common;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::Method;
+use serde_json::{json, Value};
+
+use common::{request, TestHub};
+
+/// Browser start-up is slow on a busy machine; this bounds every wait in this test.
+const BROWSER_PATIENCE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_shows_live_events_and_catches_up_after_the_connection_drops() {
+    let (Some(chromium), Some(chromedriver)) =
+        (find_program("chromium"), find_program("chromedriver"))
+    else {
+        if std::env::var("TIDINGS_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+            panic!("TIDINGS_REQUIRE_EXTERNAL=1 but chromium/chromedriver are not installed (apt-get install chromium chromium-driver)");
+        }
+        println!("skipped: browser test (install chromium chromium-driver)");
+        return;
+    };
+
+    let hub = TestHub::start_default().await;
+    let driver_port = free_port();
+    let mut driver = Command::new(&chromedriver)
+        .arg(format!("--port={driver_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver_addr: SocketAddr = ([127, 0, 0, 1], driver_port).into();
+    let profile = std::env::temp_dir().join(format!(
+        "tidings-browser-test-{}-{driver_port}",
+        std::process::id()
+    ));
+    let _ = std::fs::create_dir_all(&profile);
+
+    let mut session: Option<String> = None;
+    let outcome = std::panic::AssertUnwindSafe(drive_page(
+        &hub,
+        driver_addr,
+        &chromium,
+        &profile,
+        &mut session,
+    ))
+    .catch_unwind()
+    .await;
+
+    // Clean up whatever happened: close the browser, end chromedriver (by its own pid).
+    if let Some(id) = session {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            request(
+                driver_addr,
+                Method::DELETE,
+                &format!("/session/{id}"),
+                &[],
+                Bytes::new(),
+            ),
+        )
+        .await;
+    }
+    // chromedriver's own shutdown endpoint, then its pid if it is still there.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        try_request(driver_addr, Method::GET, "/shutdown", None),
+    )
+    .await;
+    stop_child(&mut driver).await;
+    let _ = std::fs::remove_dir_all(&profile);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn drive_page(
+    hub: &TestHub,
+    driver: SocketAddr,
+    chromium: &Path,
+    profile: &Path,
+    session: &mut Option<String>,
+) {
+    wait_for("chromedriver to be ready", || async move {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(2),
+            try_request(driver, Method::GET, "/status", None),
+        )
+        .await
+        .ok()
+        .flatten()?;
+        (reply["value"]["ready"] == true).then_some(())
+    })
+    .await;
+
+    let capabilities = json!({
+        "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium.to_string_lossy(),
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--window-size=1200,1100",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        }},
+    });
+    let created = webdriver(driver, Method::POST, "/session", Some(capabilities)).await;
+    let id = created["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {created}"))
+        .to_owned();
+    *session = Some(id.clone());
+    let base = format!("/session/{id}");
+
+    let page = format!("http://{}/?topic=demo", hub.addr);
+    webdriver(
+        driver,
+        Method::POST,
+        &format!("{base}/url"),
+        Some(json!({ "url": page })),
+    )
+    .await;
+    wait_for_state(driver, &base, "open").await;
+
+    // A published event arrives through the page's EventSource.
+    let first = hub.publish("demo", "hello from the test").await;
+    let rows = wait_for_rows(driver, &base, &[first.as_str()]).await;
+    assert_eq!(rows[0].data, "hello from the test");
+    assert!(!rows[0].replayed);
+
+    // Drop the connection, publish while it is down, restore: the page catches up.
+    click(driver, &base, "toggle").await;
+    wait_for_state(driver, &base, "closed").await;
+    let missed = [
+        hub.publish("demo", "missed one").await,
+        hub.publish("demo", "missed two").await,
+    ];
+    click(driver, &base, "toggle").await;
+    let expected = [first.as_str(), missed[0].as_str(), missed[1].as_str()];
+    let rows = wait_for_rows(driver, &base, &expected).await;
+    assert!(
+        rows[1].replayed && rows[2].replayed,
+        "caught-up events are marked: {rows:?}"
+    );
+    wait_for_state(driver, &base, "open").await;
+
+    // And it is live again.
+    let live = hub.publish("demo", "live again").await;
+    let rows = wait_for_rows(
+        driver,
+        &base,
+        &[
+            first.as_str(),
+            missed[0].as_str(),
+            missed[1].as_str(),
+            live.as_str(),
+        ],
+    )
+    .await;
+    assert!(!rows[3].replayed, "{rows:?}");
+
+    // TIDINGS_SCREENSHOT=page.png keeps a picture of the page as the test left it.
+    if let Some(path) = std::env::var_os("TIDINGS_SCREENSHOT") {
+        let shot = webdriver(driver, Method::GET, &format!("{base}/screenshot"), None).await;
+        if let Some(png) = shot["value"].as_str().and_then(decode_base64) {
+            let _ = std::fs::write(path, png);
+        }
+    }
+}
+
+/// Standard base64 (WebDriver screenshots), without a dependency for one test.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// One row of the page's log.
+#[derive(Debug)]
+struct Row {
+    id: String,
+    data: String,
+    replayed: bool,
+}
+
+/// Waits until the log holds exactly `ids` (oldest first) and returns its rows.
+async fn wait_for_rows(driver: SocketAddr, base: &str, ids: &[&str]) -> Vec<Row> {
+    let script = "return Array.from(document.querySelectorAll('#log tr.event')).reverse()\
+                  .map(r => [r.dataset.id, r.children[3].textContent, r.classList.contains('replayed')]);";
+    let what = format!("the page's log to show {ids:?}");
+    wait_for(&what, || async move {
+        let value = execute(driver, base, script).await;
+        let rows: Vec<Row> = value
+            .as_array()?
+            .iter()
+            .map(|r| Row {
+                id: r[0].as_str().unwrap_or_default().to_owned(),
+                data: r[1].as_str().unwrap_or_default().to_owned(),
+                replayed: r[2] == true,
+            })
+            .collect();
+        let shown: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        (shown == ids).then_some(rows)
+    })
+    .await
+}
+
+async fn wait_for_state(driver: SocketAddr, base: &str, state: &str) {
+    let what = format!("the connection state to be {state}");
+    wait_for(&what, || async move {
+        let value = execute(
+            driver,
+            base,
+            "return document.getElementById('state').dataset.state;",
+        )
+        .await;
+        (value == state).then_some(())
+    })
+    .await;
+}
+
+async fn click(driver: SocketAddr, base: &str, element_id: &str) {
+    execute(
+        driver,
+        base,
+        &format!("document.getElementById('{element_id}').click(); return true;"),
+    )
+    .await;
+}
+
+async fn execute(driver: SocketAddr, base: &str, script: &str) -> Value {
+    let body = json!({ "script": script, "args": [] });
+    webdriver(
+        driver,
+        Method::POST,
+        &format!("{base}/execute/sync"),
+        Some(body),
+    )
+    .await["value"]
+        .take()
+}
+
+async fn webdriver(driver: SocketAddr, method: Method, path: &str, body: Option<Value>) -> Value {
+    let what = format!("{method} {path}");
+    tokio::time::timeout(BROWSER_PATIENCE, try_request(driver, method, path, body))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer in time"))
+        .unwrap_or_else(|| panic!("{what}: failed"))
+}
+
+async fn try_request(
+    driver: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Option<Value> {
+    let tcp = tokio::net::TcpStream::connect(driver).await.ok()?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .ok()?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", driver.to_string())
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes))
+        .ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .ok()?
+        .to_bytes();
+    let value: Value = serde_json::from_slice(&body).ok()?;
+    if value["value"]["error"].is_string() {
+        panic!("WebDriver error: {value}");
+    }
+    Some(value)
+}
+
+/// Polls `check` until it gives a value, failing the test after [`BROWSER_PATIENCE`].
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + BROWSER_PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn stop_child(child: &mut Child) {
+    for _ in 0..50 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
