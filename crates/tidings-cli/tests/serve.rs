@@ -11,7 +11,13 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// child and the address it printed.
 fn start_hub(extra: &[&str]) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--memory"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--memory",
+        ])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -105,7 +111,14 @@ fn sigterm_ends_open_streams_and_exits_zero() {
 #[test]
 fn invalid_settings_exit_with_the_usage_code() {
     let output = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["serve", "--memory", "--listen", "127.0.0.1:0", "--max-topics", "0"])
+        .args([
+            "serve",
+            "--memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-topics",
+            "0",
+        ])
         .output()
         .expect("tidings runs");
     assert_eq!(output.status.code(), Some(2));
