@@ -343,26 +343,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-
-    fn new_event(topics: &[&str], data: &str) -> NewEvent {
-        NewEvent {
-            topics: topics
-                .iter()
-                .map(|t| Topic::new(t).expect("valid topic"))
-                .collect(),
-            event_type: None,
-            data: data.into(),
-            retry: None,
-        }
-    }
-
-    fn filter(entries: &[&str]) -> TopicFilter {
-        TopicFilter::parse(entries).expect("valid filter")
-    }
-
-    fn data(batch: &ReadBatch) -> Vec<&str> {
-        batch.events.iter().map(|e| e.data.as_str()).collect()
-    }
+    use crate::engine::test_support::{data, filter, new_event};
 
     #[tokio::test]
     async fn ids_increase_across_topics_and_reads_merge_in_order() {

@@ -37,6 +37,8 @@
 
 mod disk;
 mod memory;
+#[cfg(test)]
+mod test_support;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -4,27 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
-use crate::topics::Topic;
-
-fn new_event(topics: &[&str], data: &str) -> NewEvent {
-    NewEvent {
-        topics: topics
-            .iter()
-            .map(|t| Topic::new(t).expect("valid topic"))
-            .collect(),
-        event_type: None,
-        data: data.into(),
-        retry: None,
-    }
-}
-
-fn filter(entries: &[&str]) -> TopicFilter {
-    TopicFilter::parse(entries).expect("valid filter")
-}
-
-fn data(batch: &ReadBatch) -> Vec<&str> {
-    batch.events.iter().map(|e| e.data.as_str()).collect()
-}
+use crate::engine::test_support::{data, filter, new_event};
 
 /// Options with `max_events` per topic and no background trimming (tests run it).
 fn options(max_events: u64) -> DiskOptions {
