@@ -9,6 +9,7 @@ mod delivery;
 mod operations;
 mod requests;
 mod resume;
+mod slow;
 
 use tidings::EventId;
 

@@ -2,7 +2,6 @@
 //! with the N-th script (exact bytes cut into chosen chunks, with pauses), records every
 //! request, and answers connections past the script with 204.
 
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
