@@ -6,7 +6,8 @@
 //!
 //! Where things live:
 //! - [`http`]: the routes (subscribe, publish, topics, health), problem+json errors, CORS;
-//! - [`engine`]: the [`Engine`](engine::Engine) trait and the in-memory engine;
+//! - [`engine`]: the [`Engine`](engine::Engine) trait, the in-memory engine and the durable
+//!   disk engine (SQLite, group commit; see `ENGINES.md`);
 //! - [`fanout`]: the subscriber registry, delivery of live events, resume without gaps;
 //! - [`topics`]: topic names and patterns;
 //! - [`config`]: flags, environment variables and the TOML file;
