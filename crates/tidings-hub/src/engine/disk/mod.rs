@@ -174,7 +174,7 @@ pub struct TrimReport {
     pub finished: bool,
 }
 
-/// Events stored in SQLite in a data dir; see the [module docs](self).
+/// Events stored in SQLite in a data dir (group commit, seeks by id; see `ENGINES.md`).
 pub struct DiskEngine {
     shared: Arc<Shared>,
     /// `None` only while dropping (closing it stops the writer).
