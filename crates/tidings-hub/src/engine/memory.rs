@@ -343,53 +343,11 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-    use crate::engine::test_support::{data, filter, new_event};
+    use crate::engine::test_support::{data, filter, new_event, reads_merge_in_order};
 
     #[tokio::test]
     async fn ids_increase_across_topics_and_reads_merge_in_order() {
-        let engine = MemoryEngine::new(100, None);
-        let mut ids = Vec::new();
-        for (topics, d) in [
-            (&["a"][..], "1"),
-            (&["b"][..], "2"),
-            (&["a", "b"][..], "3"),
-            (&["c/x"][..], "4"),
-            (&["c/y/z"][..], "5"),
-            (&["c"][..], "6"),
-        ] {
-            let stored = engine
-                .append(vec![new_event(topics, d)])
-                .await
-                .expect("append");
-            ids.push(stored[0].id);
-        }
-        assert!(ids.windows(2).all(|w| w[0] < w[1]));
-
-        let all = engine
-            .read_after(&filter(&["a", "b"]), EventId::ZERO, 10)
-            .await
-            .expect("read");
-        assert_eq!(data(&all), ["1", "2", "3"]);
-        assert!(!all.more);
-
-        let after_first = engine
-            .read_after(&filter(&["a", "b"]), ids[0], 10)
-            .await
-            .expect("read");
-        assert_eq!(data(&after_first), ["2", "3"]);
-
-        let pattern = engine
-            .read_after(&filter(&["c/*"]), EventId::ZERO, 10)
-            .await
-            .expect("read");
-        assert_eq!(data(&pattern), ["4", "5"], "c/* does not match c");
-
-        let limited = engine
-            .read_after(&filter(&["*"]), EventId::ZERO, 2)
-            .await
-            .expect("read");
-        assert_eq!(data(&limited), ["1", "2"]);
-        assert!(limited.more);
+        reads_merge_in_order(&MemoryEngine::new(100, None)).await;
     }
 
     #[tokio::test]

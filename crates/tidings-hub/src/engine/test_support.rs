@@ -1,6 +1,8 @@
 //! Helpers shared by the engines' unit tests.
 
-use super::{NewEvent, ReadBatch};
+use tidings::EventId;
+
+use super::{Engine, NewEvent, ReadBatch};
 use crate::topics::{Topic, TopicFilter};
 
 /// An event with `data` for `topics`, no type, no retry.
@@ -24,4 +26,66 @@ pub(crate) fn filter(entries: &[&str]) -> TopicFilter {
 /// The data of every event a read returned, in order.
 pub(crate) fn data(batch: &ReadBatch) -> Vec<&str> {
     batch.events.iter().map(|e| e.data.as_str()).collect()
+}
+
+/// The read contract every engine keeps (with room for at least 2 events per topic): ids
+/// increase across topics; reads merge topics and patterns in id order, an event in two
+/// topics once; limits page; `topics()` lists what was published.
+pub(crate) async fn reads_merge_in_order(engine: &dyn Engine) {
+    let mut ids = Vec::new();
+    for (topics, d) in [
+        (&["a"][..], "1"),
+        (&["b"][..], "2"),
+        (&["a", "b"][..], "3"),
+        (&["c/x"][..], "4"),
+        (&["c/y/z"][..], "5"),
+        (&["c"][..], "6"),
+    ] {
+        let stored = engine
+            .append(vec![new_event(topics, d)])
+            .await
+            .expect("append");
+        ids.push(stored[0].id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+
+    let all = engine
+        .read_after(&filter(&["a", "b"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert_eq!(data(&all), ["1", "2", "3"], "3 is in both, read once");
+    assert!(!all.more);
+    let after_first = engine
+        .read_after(&filter(&["a", "b"]), ids[0], 10)
+        .await
+        .expect("read");
+    assert_eq!(data(&after_first), ["2", "3"]);
+    let pattern = engine
+        .read_after(&filter(&["c/*"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert_eq!(data(&pattern), ["4", "5"], "c/* does not match c");
+    let limited = engine
+        .read_after(&filter(&["*"]), EventId::ZERO, 2)
+        .await
+        .expect("read");
+    assert_eq!(data(&limited), ["1", "2"]);
+    assert!(limited.more);
+    let merged_limited = engine
+        .read_after(&filter(&["a", "b", "c/*"]), ids[0], 3)
+        .await
+        .expect("read");
+    assert_eq!(data(&merged_limited), ["2", "3", "4"]);
+    assert!(merged_limited.more);
+    let nothing = engine
+        .read_after(&filter(&["nope", "nope/*"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert!(nothing.events.is_empty() && !nothing.more);
+
+    let info = engine.topics().await.expect("topics");
+    let names: Vec<&str> = info.iter().map(|t| t.topic.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c", "c/x", "c/y/z"]);
+    assert_eq!((info[0].retained, info[0].published), (2, 2));
+    assert_eq!(info[0].last_id, Some(ids[2]));
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
-use crate::engine::test_support::{data, filter, new_event};
+use crate::engine::test_support::{data, filter, new_event, reads_merge_in_order};
 
 /// Options with `max_events` per topic and no background trimming (tests run it).
 fn options(max_events: u64) -> DiskOptions {
@@ -29,58 +29,7 @@ async fn append(engine: &DiskEngine, topics: &[&str], d: &str) -> EventId {
 async fn ids_increase_across_topics_and_reads_merge_in_order() {
     let dir = tempfile::tempdir().expect("temp dir");
     let engine = DiskEngine::open(dir.path(), options(100)).expect("open");
-    let mut ids = Vec::new();
-    for (topics, d) in [
-        (&["a"][..], "1"),
-        (&["b"][..], "2"),
-        (&["a", "b"][..], "3"),
-        (&["c/x"][..], "4"),
-        (&["c/y/z"][..], "5"),
-        (&["c"][..], "6"),
-    ] {
-        ids.push(append(&engine, topics, d).await);
-    }
-    assert!(ids.windows(2).all(|w| w[0] < w[1]));
-
-    let all = engine
-        .read_after(&filter(&["a", "b"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
-    assert_eq!(data(&all), ["1", "2", "3"], "3 is in both, read once");
-    assert!(!all.more);
-    let after_first = engine
-        .read_after(&filter(&["a", "b"]), ids[0], 10)
-        .await
-        .expect("read");
-    assert_eq!(data(&after_first), ["2", "3"]);
-    let pattern = engine
-        .read_after(&filter(&["c/*"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
-    assert_eq!(data(&pattern), ["4", "5"], "c/* does not match c");
-    let limited = engine
-        .read_after(&filter(&["*"]), EventId::ZERO, 2)
-        .await
-        .expect("read");
-    assert_eq!(data(&limited), ["1", "2"]);
-    assert!(limited.more);
-    let merged_limited = engine
-        .read_after(&filter(&["a", "b", "c/*"]), ids[0], 3)
-        .await
-        .expect("read");
-    assert_eq!(data(&merged_limited), ["2", "3", "4"]);
-    assert!(merged_limited.more);
-    let nothing = engine
-        .read_after(&filter(&["nope", "nope/*"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
-    assert!(nothing.events.is_empty() && !nothing.more);
-
-    let info = engine.topics().await.expect("topics");
-    let names: Vec<&str> = info.iter().map(|t| t.topic.as_str()).collect();
-    assert_eq!(names, ["a", "b", "c", "c/x", "c/y/z"]);
-    assert_eq!((info[0].retained, info[0].published), (2, 2));
-    assert_eq!(info[0].last_id, Some(ids[2]));
+    reads_merge_in_order(&engine).await;
 }
 
 #[tokio::test]
