@@ -14,14 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
-
-use tidings::client::{EventSource, Item, ReadyState};
-use tidings::wire::MessageEvent;
 use tidings::EventId;
+
+// The hub's own disk-test helpers (HTTP requests, subscribers, waiting), shared rather
+// than copied: this test needs the built binary, so it lives in the binary's crate.
+#[path = "../../tidings-hub/tests/disk_support/mod.rs"]
+mod disk_support;
+use disk_support::{free_port, request, wait_until, Subscriber};
 
 const SUBSCRIBERS: usize = 20;
 const PUBLISHERS: usize = 4;
@@ -47,13 +46,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn spawn_serve(data_dir: &Path, addr: SocketAddr, stderr_log: &Path) -> Child {
@@ -108,106 +100,6 @@ impl Hub {
     }
 }
 
-/// One HTTP response.
-struct Response {
-    status: u16,
-    body: String,
-}
-
-/// One request on its own connection (`Connection: close`), read to the end.
-async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> std::io::Result<Response> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let content_type = content_type
-            .map(|t| format!("Content-Type: {t}\r\n"))
-            .unwrap_or_default();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n{content_type}\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "no end of headers")
-        })?;
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status"))?;
-        Ok(Response {
-            status,
-            body: body.to_owned(),
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 20 s"))?
-}
-
-/// A subscriber: an `EventSource` read by a task into `seen`.
-struct Subscriber {
-    seen: Arc<Mutex<(Vec<MessageEvent>, usize)>>,
-    task: JoinHandle<()>,
-}
-
-impl Subscriber {
-    fn start(addr: SocketAddr) -> Subscriber {
-        let mut source = EventSource::builder(&format!("http://{addr}/events?topic={TOPIC}"))
-            .max_backoff(Duration::from_millis(300))
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .expect("a valid URL");
-        let seen: Arc<Mutex<(Vec<MessageEvent>, usize)>> = Arc::default();
-        let task = {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                while let Some(item) = source.next().await {
-                    let mut seen = seen.lock().expect("not poisoned");
-                    match item {
-                        Item::Event(event) => seen.0.push(event),
-                        Item::State(ReadyState::Open) => seen.1 += 1,
-                        _ => {}
-                    }
-                }
-            })
-        };
-        Subscriber { seen, task }
-    }
-
-    fn events(&self) -> Vec<MessageEvent> {
-        self.seen.lock().expect("not poisoned").0.clone()
-    }
-
-    /// How many times the connection opened.
-    fn opens(&self) -> usize {
-        self.seen.lock().expect("not poisoned").1
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Acknowledged publishes: id -> data.
 type Acked = Arc<Mutex<HashMap<EventId, String>>>;
 
@@ -250,7 +142,9 @@ async fn acknowledged_events_survive_kill_9_exactly_once_in_order() {
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let mut hub = Hub::start(&data_dir, addr, &log).await;
 
-    let subscribers: Vec<Subscriber> = (0..SUBSCRIBERS).map(|_| Subscriber::start(addr)).collect();
+    let subscribers: Vec<Subscriber> = (0..SUBSCRIBERS)
+        .map(|_| Subscriber::start(addr, &[TOPIC]))
+        .collect();
     wait_until(
         Duration::from_secs(20),
         "every subscriber to connect",
