@@ -343,7 +343,10 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-    use crate::engine::test_support::{data, filter, new_event, reads_merge_in_order};
+    use crate::engine::test_support::{
+        data, fill_a_past_its_limit, filter, first_of_a_was_trimmed, new_event,
+        reads_merge_in_order,
+    };
 
     #[tokio::test]
     async fn ids_increase_across_topics_and_reads_merge_in_order() {
@@ -352,40 +355,10 @@ mod tests {
 
     #[tokio::test]
     async fn count_retention_reports_what_was_trimmed() {
+        // The memory engine trims as it appends.
         let engine = MemoryEngine::new(2, None);
-        let origin = engine.head().await.expect("head");
-        let mut ids = Vec::new();
-        for d in ["1", "2", "3"] {
-            ids.push(
-                engine
-                    .append(vec![new_event(&["a"], d)])
-                    .await
-                    .expect("append")[0]
-                    .id,
-            );
-        }
-        engine
-            .append(vec![new_event(&["b"], "b1")])
-            .await
-            .expect("append");
-        let a = engine
-            .read_after(&filter(&["a"]), EventId::ZERO, 10)
-            .await
-            .expect("read");
-        assert_eq!(data(&a), ["2", "3"]);
-        assert_eq!(a.complete_after, ids[0], "event 1 was trimmed");
-
-        let b = engine
-            .read_after(&filter(&["b"]), EventId::ZERO, 10)
-            .await
-            .expect("read");
-        assert_eq!(b.complete_after, origin, "nothing trimmed from b");
-
-        let info = engine.topics().await.expect("topics");
-        assert_eq!(info.len(), 2);
-        assert_eq!(info[0].topic.as_str(), "a");
-        assert_eq!((info[0].retained, info[0].published), (2, 3));
-        assert_eq!(info[0].last_id, Some(ids[2]));
+        let (origin, ids) = fill_a_past_its_limit(&engine).await;
+        first_of_a_was_trimmed(&engine, origin, &ids).await;
     }
 
     #[tokio::test]

@@ -89,3 +89,49 @@ pub(crate) async fn reads_merge_in_order(engine: &dyn Engine) {
     assert_eq!((info[0].retained, info[0].published), (2, 2));
     assert_eq!(info[0].last_id, Some(ids[2]));
 }
+
+/// Publishes events 1, 2, 3 to `a` and `b1` to `b` (for an engine keeping 2 events per
+/// topic). Returns the engine's origin and the ids of 1, 2 and 3.
+pub(crate) async fn fill_a_past_its_limit(engine: &dyn Engine) -> (EventId, Vec<EventId>) {
+    let origin = engine.head().await.expect("head");
+    let mut ids = Vec::new();
+    for d in ["1", "2", "3"] {
+        let stored = engine
+            .append(vec![new_event(&["a"], d)])
+            .await
+            .expect("append");
+        ids.push(stored[0].id);
+    }
+    engine
+        .append(vec![new_event(&["b"], "b1")])
+        .await
+        .expect("append");
+    (origin, ids)
+}
+
+/// After [`fill_a_past_its_limit`] and a trim: event 1 is gone and reads say so through
+/// `complete_after`; `b` lost nothing; `topics()` counts what is retained and published.
+pub(crate) async fn first_of_a_was_trimmed(engine: &dyn Engine, origin: EventId, ids: &[EventId]) {
+    let a = engine
+        .read_after(&filter(&["a"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert_eq!(data(&a), ["2", "3"]);
+    assert_eq!(a.complete_after, ids[0], "event 1 was trimmed");
+    let b = engine
+        .read_after(&filter(&["b"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert_eq!(b.complete_after, origin, "nothing trimmed from b");
+    let all = engine
+        .read_after(&filter(&["*"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert_eq!(data(&all), ["2", "3", "b1"]);
+    assert_eq!(all.complete_after, ids[0]);
+    let info = engine.topics().await.expect("topics");
+    assert_eq!(info.len(), 2);
+    assert_eq!(info[0].topic.as_str(), "a");
+    assert_eq!((info[0].retained, info[0].published), (2, 3));
+    assert_eq!(info[0].last_id, Some(ids[2]));
+}

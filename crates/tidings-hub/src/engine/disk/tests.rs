@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
-use crate::engine::test_support::{data, filter, new_event, reads_merge_in_order};
+use crate::engine::test_support::{
+    data, fill_a_past_its_limit, filter, first_of_a_was_trimmed, new_event, reads_merge_in_order,
+};
 
 /// Options with `max_events` per topic and no background trimming (tests run it).
 fn options(max_events: u64) -> DiskOptions {
@@ -62,35 +64,11 @@ async fn merge_reads_page_through_many_topics() {
 async fn count_retention_reports_what_was_trimmed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let engine = DiskEngine::open(dir.path(), options(2)).expect("open");
-    let origin = engine.head().await.expect("head");
-    let mut ids = Vec::new();
-    for d in ["1", "2", "3"] {
-        ids.push(append(&engine, &["a"], d).await);
-    }
-    append(&engine, &["b"], "b1").await;
+    let (origin, ids) = fill_a_past_its_limit(&engine).await;
     let report = engine.run_retention().await.expect("trim");
     assert_eq!((report.deleted, report.events_removed), (1, 1));
     assert!(report.finished);
-
-    let a = engine
-        .read_after(&filter(&["a"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
-    assert_eq!(data(&a), ["2", "3"]);
-    assert_eq!(a.complete_after, ids[0], "event 1 was trimmed");
-    let b = engine
-        .read_after(&filter(&["b"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
-    assert_eq!(b.complete_after, origin, "nothing trimmed from b");
-    let all = engine
-        .read_after(&filter(&["*"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
-    assert_eq!(data(&all), ["2", "3", "b1"]);
-    assert_eq!(all.complete_after, ids[0]);
-    let info = engine.topics().await.expect("topics");
-    assert_eq!((info[0].retained, info[0].published), (2, 3));
+    first_of_a_was_trimmed(&engine, origin, &ids).await;
 }
 
 #[tokio::test]
