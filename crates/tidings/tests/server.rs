@@ -43,6 +43,19 @@ async fn start(channel: Channel, config: SessionConfig) -> std::net::SocketAddr 
     serve(app).await
 }
 
+/// Broadcasts `e0`, `e1`, ... and returns their ids.
+fn broadcast_numbered(channel: &Channel, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            channel
+                .broadcast(&Event::new().data(format!("e{i}")))
+                .expect("broadcast")
+                .id
+                .to_string()
+        })
+        .collect()
+}
+
 async fn wait_for_sessions(channel: &Channel, n: usize) {
     tokio::time::timeout(GUARD, async {
         while channel.session_count() != n {
@@ -136,15 +149,7 @@ async fn keep_alive_after_quiet_period_reset_by_events() {
 async fn resume_replays_exactly_what_was_missed() {
     let channel = Channel::builder().history(HistoryLimits::new()).build();
     let addr = start(channel.clone(), SessionConfig::new()).await;
-    let ids: Vec<String> = (0..10)
-        .map(|i| {
-            channel
-                .broadcast(&Event::new().data(format!("e{i}")))
-                .expect("broadcast")
-                .id
-                .to_string()
-        })
-        .collect();
+    let ids = broadcast_numbered(&channel, 10);
 
     // Header form.
     let mut stream = open(addr, "/events", &[("last-event-id", &ids[6])]).await;
@@ -177,15 +182,7 @@ async fn gap_event_when_history_no_longer_reaches_back() {
         .history(HistoryLimits::new().max_events(5))
         .build();
     let addr = start(channel.clone(), SessionConfig::new()).await;
-    let ids: Vec<String> = (0..20)
-        .map(|i| {
-            channel
-                .broadcast(&Event::new().data(format!("e{i}")))
-                .expect("broadcast")
-                .id
-                .to_string()
-        })
-        .collect();
+    let ids = broadcast_numbered(&channel, 20);
 
     let mut stream = open(addr, "/events", &[("last-event-id", &ids[1])]).await;
     let gap = stream.next_event().await.expect("gap event");
