@@ -120,10 +120,11 @@ impl Server {
             }
         };
         let app = crate::http::router(Arc::clone(&hub));
-        // `into_make_service` turns the routes into services once; serving the `Router` itself
-        // would redo that for every connection (about 6 KB each, held for the life of an
-        // event stream).
-        let serving = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(signal);
+        // Event streams are written straight to their sockets (see `tidings::server::serve`);
+        // every other request is served by hyper as usual.
+        let serving = tidings::server::serve(listener, app)
+            .lean_when(|request| request.uri.path() == crate::http::EVENTS_PATH)
+            .with_graceful_shutdown(signal);
         let deadline = async {
             started.notified().await;
             tokio::time::sleep(timeout).await;

@@ -26,6 +26,9 @@ use axum::Router;
 
 use crate::hub::Hub;
 
+/// The path of the event stream route ([`subscribe`]).
+pub const EVENTS_PATH: &str = "/events";
+
 /// The hub's routes, with problem+json errors and (when origins are configured) CORS.
 ///
 /// ```no_run
@@ -41,7 +44,7 @@ use crate::hub::Hub;
 pub fn router(hub: Arc<Hub>) -> Router {
     let cors = cors::layer(&hub.settings().cors_origins);
     let router = Router::new()
-        .route("/events", get(subscribe::subscribe))
+        .route(EVENTS_PATH, get(subscribe::subscribe))
         .route("/publish", post(publish::publish))
         .route("/topics", get(topics::list))
         .route("/topics/{*path}", get(topics::history))

@@ -24,6 +24,8 @@ mod channel;
 mod gap;
 mod history;
 mod queue;
+#[cfg(feature = "serve")]
+mod serve;
 mod session;
 mod stream;
 
@@ -33,6 +35,8 @@ pub use channel::{Broadcast, Channel, ChannelBuilder, ChannelStats, Lifecycle};
 pub use gap::{Gap, GapReason, GAP_EVENT_TYPE};
 pub use history::HistoryLimits;
 pub use queue::{PushOutcome, SessionStats, SlowClientPolicy};
+#[cfg(feature = "serve")]
+pub use serve::{serve, Serve};
 pub use session::{
     last_event_id_from_request, Session, SessionConfig, SessionId, DEFAULT_KEEP_ALIVE,
     DEFAULT_MAX_QUEUE_BYTES, DEFAULT_RETRY,

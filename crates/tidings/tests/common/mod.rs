@@ -11,14 +11,18 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-/// Serves `app` on 127.0.0.1 on a free port.
+/// Serves `app` on 127.0.0.1 on a free port with `tidings::server::serve`: requests to
+/// `/events` take its lean path (HTTP/1), everything else goes through hyper.
 pub async fn serve(app: axum::Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("serve");
+        tidings::server::serve(listener, app)
+            .lean_when(|request| request.uri.path() == "/events")
+            .await
+            .expect("serve");
     });
     addr
 }

@@ -1,0 +1,286 @@
+//! [`serve`]: run an axum [`Router`] on a listener, like `axum::serve`, with every event
+//! stream on a lean path.
+//!
+//! A server of event streams holds thousands of connections that are idle nearly all the
+//! time. Served through hyper, each keeps hyper's connection state (a read buffer and a
+//! write buffer, about 24 KiB) for its whole life. Here the first request head on each
+//! connection is read first (with `httparse`): a plain `GET` that the
+//! [`lean_when`](Serve::lean_when) test picks is answered by the router as usual, and its
+//! response is then written straight to the socket, the body's frames coalesced by the
+//! session into one vectored write per wake-up. What an idle stream costs is then the
+//! socket, one small task and the session itself. Every other connection — other
+//! requests, bodies, upgrades, HTTP/2 — is handed to hyper with the bytes already read.
+//!
+//! ```no_run
+//! use axum::{http::{HeaderMap, Uri}, routing::get, Router};
+//! use tidings::server::{Session, SessionConfig, SessionStream};
+//!
+//! async fn events(headers: HeaderMap, uri: Uri) -> SessionStream {
+//!     let (session, stream) = Session::new(SessionConfig::from_request(&headers, &uri), ());
+//!     let _ = session.push(&tidings::Event::new().data("hello"));
+//!     stream
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let app = Router::new().route("/events", get(events));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! tidings::server::serve(listener, app)
+//!     .lean_when(|request| request.uri.path() == "/events")
+//!     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await
+//! # }
+//! ```
+//!
+//! On the lean path a stream's response is `Transfer-Encoding: chunked` (HTTP/1.0:
+//! delimited by closing the connection), a response of known length (an error, say) is
+//! sent with `Content-Length` and `Connection: close`; the connection closes when the
+//! response ends.
+
+mod head;
+mod lean;
+mod rewind;
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use bytes::BytesMut;
+use http::request::Parts;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use self::head::Sniffed;
+use self::rewind::Rewind;
+
+/// How long a new connection has to send its first request head (as hyper's own
+/// default).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of request head read before giving the connection to hyper anyway (which answers
+/// an oversized head with its own error).
+const MAX_SNIFF_BYTES: usize = 64 * 1024;
+/// Room for the first read of a request head; it grows when a head is longer.
+const FIRST_READ_BYTES: usize = 1024;
+
+type LeanTest = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Serves `router` on `listener` until the returned future is dropped or, with
+/// [`Serve::with_graceful_shutdown`], until the signal; see the [module docs](self).
+///
+/// By default a request takes the lean path when it is a bodiless `GET` with
+/// `Accept: text/event-stream` (as every `EventSource` sends); [`Serve::lean_when`]
+/// changes the test.
+pub fn serve(listener: TcpListener, router: Router) -> Serve {
+    Serve {
+        listener,
+        router,
+        lean: Arc::new(accepts_event_stream),
+        signal: None,
+    }
+}
+
+/// The server future of [`serve`]: configure it, then `.await` it.
+#[must_use = "a server does nothing until awaited"]
+pub struct Serve {
+    listener: TcpListener,
+    router: Router,
+    lean: LeanTest,
+    signal: Option<Signal>,
+}
+
+impl Serve {
+    /// Which requests take the lean path: `test` sees the head of each bodiless HTTP/1
+    /// `GET` that opens a connection. Pick only routes that answer event streams (or
+    /// small errors): the connection closes after the response.
+    pub fn lean_when(mut self, test: impl Fn(&Parts) -> bool + Send + Sync + 'static) -> Serve {
+        self.lean = Arc::new(test);
+        self
+    }
+
+    /// Serves until `signal` resolves, then stops accepting, asks every hyper connection
+    /// to finish its requests and close, and resolves once every connection has closed.
+    ///
+    /// Event streams end when their sessions do: close them on the same signal (e.g.
+    /// [`Channel::close`](super::Channel::close)), or they keep the server running.
+    pub fn with_graceful_shutdown(
+        mut self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Serve {
+        self.signal = Some(Box::pin(signal));
+        self
+    }
+
+    async fn run(self) -> io::Result<()> {
+        let Serve {
+            listener,
+            router,
+            lean,
+            signal,
+        } = self;
+        // As `into_make_service` does: routes become services once, not per request.
+        let router: Router = router.with_state(());
+        let mut signal = signal.unwrap_or_else(|| Box::pin(std::future::pending()));
+        // Connections watch `stop` (dropping `stop_rx` asks them to finish) and each holds
+        // a `done_rx`, so `done.closed()` resolves when the last one has gone.
+        let (stop, stop_rx) = watch::channel(());
+        let (done, done_rx) = watch::channel(());
+        loop {
+            let stream = tokio::select! {
+                stream = accept(&listener) => stream,
+                () = &mut signal => break,
+            };
+            let connection = Connection {
+                router: router.clone(),
+                lean: Arc::clone(&lean),
+                stop: stop.clone(),
+                done: done_rx.clone(),
+            };
+            tokio::spawn(connection.serve(stream));
+        }
+        drop(listener);
+        drop(stop_rx);
+        drop(done_rx);
+        done.closed().await;
+        Ok(())
+    }
+}
+
+impl IntoFuture for Serve {
+    type Output = io::Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+impl fmt::Debug for Serve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serve")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default lean test: the request asks for `text/event-stream`.
+fn accepts_event_stream(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|value| value.contains("text/event-stream"))
+        })
+}
+
+/// The next connection. Errors that concern one connection are skipped; others (such as
+/// running out of file descriptors) are logged and retried after a pause, so the server
+/// keeps running when it is full.
+async fn accept(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return stream,
+            Err(err) if is_connection_error(&err) => {}
+            Err(err) => {
+                tracing::error!(error = %err, "accept failed; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn is_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+struct Connection {
+    router: Router,
+    lean: LeanTest,
+    stop: watch::Sender<()>,
+    /// Held for the connection's life (a lean stream takes it over): see `Serve::run`.
+    done: watch::Receiver<()>,
+}
+
+impl Connection {
+    async fn serve(self, mut stream: TcpStream) {
+        // Events are small writes that must leave at once; sessions coalesce them already.
+        let _ = stream.set_nodelay(true);
+        let mut read = BytesMut::with_capacity(FIRST_READ_BYTES);
+        let sniffed = tokio::select! {
+            sniffed = tokio::time::timeout(HEAD_TIMEOUT, sniff(&mut stream, &mut read, &*self.lean)) => sniffed,
+            () = self.stop.closed() => return,
+        };
+        match sniffed {
+            Ok(Ok(Sniffed::Lean(request))) => {
+                drop(read);
+                lean::serve(stream, request, self.router, self.done).await;
+            }
+            Ok(Ok(_)) => {
+                let io = Rewind::new(read.freeze(), stream);
+                Box::pin(serve_hyper(io, self.router, &self.stop)).await;
+            }
+            Ok(Err(err)) => tracing::trace!(error = %err, "connection closed before a request"),
+            Err(_) => tracing::trace!("no request head within {HEAD_TIMEOUT:?}; closing"),
+        }
+    }
+}
+
+/// Reads until the bytes say which path the connection takes ([`Sniffed::Partial`] never
+/// comes back). An end of stream before that is an error.
+async fn sniff(
+    stream: &mut TcpStream,
+    read: &mut BytesMut,
+    lean: &(dyn Fn(&Parts) -> bool + Send + Sync),
+) -> io::Result<Sniffed> {
+    loop {
+        if stream.read_buf(read).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        match head::sniff(read, lean) {
+            Sniffed::Partial if read.len() < MAX_SNIFF_BYTES => {}
+            Sniffed::Partial => return Ok(Sniffed::Hyper),
+            sniffed => return Ok(sniffed),
+        }
+    }
+}
+
+/// Serves the connection with hyper (HTTP/1 with keep-alive and upgrades, or HTTP/2),
+/// finishing gracefully when `stop` is asked to.
+async fn serve_hyper(io: Rewind, router: Router, stop: &watch::Sender<()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().enable_connect_protocol();
+    let service = TowerToHyperService::new(router);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    let mut stopping = std::pin::pin!(stop.closed());
+    let mut stopped = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::trace!(error = %err, "connection failed");
+                }
+                return;
+            }
+            () = &mut stopping, if !stopped => {
+                stopped = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
