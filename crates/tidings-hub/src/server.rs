@@ -120,10 +120,13 @@ impl Server {
             }
         };
         let app = crate::http::router(Arc::clone(&hub));
-        // Event streams are written straight to their sockets (see `tidings::server::serve`);
-        // every other request is served by hyper as usual.
+        // Event streams are written straight to their sockets, each event from the
+        // fan-out's thread while the subscriber keeps up (see `tidings::server::serve`; no
+        // layer of the hub rewrites event-stream bodies); every other request is served by
+        // hyper as usual.
         let serving = tidings::server::serve(listener, app)
             .lean_when(|request| request.uri.path() == crate::http::EVENTS_PATH)
+            .direct_writes(true)
             .with_graceful_shutdown(signal);
         let deadline = async {
             started.notified().await;

@@ -31,6 +31,11 @@ struct Server {
 /// (text) and `POST /echo`, served with the default lean test (`Accept:
 /// text/event-stream`).
 async fn start() -> Server {
+    start_with(false).await
+}
+
+/// As [`start`], with `Serve::direct_writes(direct)`.
+async fn start_with(direct: bool) -> Server {
     let (tx, sessions) = mpsc::unbounded_channel();
     let events = move |headers: HeaderMap, uri: Uri| {
         let tx = tx.clone();
@@ -40,7 +45,8 @@ async fn start() -> Server {
             }
             let config = SessionConfig::from_request(&headers, &uri)
                 .retry(Some(Duration::from_millis(1500)))
-                .keep_alive(None);
+                .keep_alive(None)
+                .max_queue_bytes(256 << 20);
             let (session, stream): (Session, SessionStream) = Session::new(config, ());
             tx.send(session).expect("the test is listening");
             Ok(stream)
@@ -56,6 +62,7 @@ async fn start() -> Server {
     let (done, stopped) = oneshot::channel();
     tokio::spawn(async move {
         let result = tidings::server::serve(listener, app)
+            .direct_writes(direct)
             .with_graceful_shutdown(async {
                 let _ = stop_rx.await;
             })
@@ -340,4 +347,105 @@ async fn graceful_shutdown_waits_for_streams_and_closes_idle_connections() {
         .expect("the server stops within the guard")
         .expect("the server reports")
         .expect("the server stops cleanly");
+}
+
+/// The body of a chunked response (after its head), decoded; panics on bad framing.
+fn dechunk(mut wire: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = wire
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk line");
+        let len = usize::from_str_radix(std::str::from_utf8(&wire[..line_end]).expect("hex"), 16)
+            .expect("a chunk length");
+        wire = &wire[line_end + 2..];
+        if len == 0 {
+            assert_eq!(wire, b"\r\n", "nothing after the last chunk");
+            return body;
+        }
+        body.extend_from_slice(&wire[..len]);
+        assert_eq!(&wire[len..len + 2], b"\r\n", "a chunk ends with CRLF");
+        wire = &wire[len + 2..];
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_writes_keep_every_event_in_order_when_the_socket_fills() {
+    let mut server = start_with(true).await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut client = socket.connect(server.addr).await.expect("connect");
+    client.write_all(EVENTS).await.expect("write");
+    let session = server.session().await;
+    let mut wire = Vec::new();
+    read_until(&mut client, &mut wire, b"retry: 1500\n\n\r\n").await;
+
+    // The client reads only while `reading` says so.
+    let (reading, mut may_read) = tokio::sync::watch::channel(true);
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            may_read
+                .wait_for(|on| *on)
+                .await
+                .expect("the test is running");
+            let n = client.read(&mut buf).await.expect("read");
+            if n == 0 {
+                return wire;
+            }
+            wire.extend_from_slice(&buf[..n]);
+        }
+    });
+    // Sizes from 1 byte to 12 KB. Phases: the client reads (direct writes, whole); it
+    // stops (the socket fills: a direct write is partial or refused, then events queue);
+    // it reads again (the queue drains, direct writes resume); and once more.
+    let mut sent = 0;
+    let mut push = |count: usize| {
+        for _ in 0..count {
+            let pad = "x".repeat((sent * 7919) % 12_000);
+            session
+                .push(&Event::new().data(format!("{sent} {pad}")))
+                .expect("push");
+            sent += 1;
+        }
+    };
+    for _ in 0..2 {
+        push(200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        reading.send_replace(false);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        push(2000);
+        reading.send_replace(true);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    push(200);
+    let sent = sent;
+    session.close();
+    let wire = tokio::time::timeout(GUARD, reader)
+        .await
+        .expect("the stream ends within the guard")
+        .expect("the reader finishes");
+
+    let head_end = wire
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let body = String::from_utf8(dechunk(&wire[head_end..])).expect("utf-8");
+    let body = body
+        .strip_prefix("retry: 1500\n\n")
+        .expect("the preamble first");
+    let numbers: Vec<usize> = body
+        .split_terminator("\n\n")
+        .map(|event| {
+            let data = event.strip_prefix("data: ").expect("a data line");
+            data.split(' ')
+                .next()
+                .expect("a number")
+                .parse()
+                .expect("a number")
+        })
+        .collect();
+    assert_eq!(numbers, (0..sent).collect::<Vec<_>>());
 }

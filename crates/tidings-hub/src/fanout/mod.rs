@@ -32,6 +32,10 @@ use crate::engine::{Engine, StoredEvent};
 use crate::topics::{Topic, TopicFilter};
 use registry::Registry;
 
+/// How many subscribers an event is written to directly between two looks at the feed for
+/// events waiting behind it (see `Fanout::dispatch`).
+const BACKLOG_CHECK_EVERY: usize = 64;
+
 /// How many events one catch-up read takes from the engine.
 const CATCH_UP_PAGE: usize = 1024;
 
@@ -219,7 +223,13 @@ impl Fanout {
     }
 
     /// Delivers `event` to every matching subscriber, the same bytes to each.
-    fn dispatch(&self, event: &Arc<StoredEvent>) {
+    ///
+    /// While `backlog` says no further event is waiting, an event may be written to each
+    /// subscriber's socket from this thread (`Session::push_bytes`: one syscall, no task
+    /// wake-up). Once events wait, the rest go through the subscribers' queues
+    /// (`push_bytes_queued`), so that each connection's task writes what piled up in one
+    /// go, on every runtime thread, and this loop gets to the next event sooner.
+    fn dispatch(&self, event: &Arc<StoredEvent>, backlog: &dyn Fn() -> bool) {
         let subscribers = self.read_registry().matching(&event.topics);
         if subscribers.is_empty() {
             return;
@@ -231,12 +241,22 @@ impl Fanout {
                 return;
             }
         };
-        for subscriber in subscribers {
-            self.deliver(&subscriber, event, &bytes);
+        let mut direct = !backlog();
+        for (i, subscriber) in subscribers.iter().enumerate() {
+            if direct && i % BACKLOG_CHECK_EVERY == BACKLOG_CHECK_EVERY - 1 && backlog() {
+                direct = false;
+            }
+            self.deliver(subscriber, event, &bytes, direct);
         }
     }
 
-    fn deliver(&self, subscriber: &Subscriber, event: &Arc<StoredEvent>, bytes: &Bytes) {
+    fn deliver(
+        &self,
+        subscriber: &Subscriber,
+        event: &Arc<StoredEvent>,
+        bytes: &Bytes,
+        direct: bool,
+    ) {
         let mut delivery = subscriber.delivery();
         match &mut *delivery {
             Delivery::Buffering {
@@ -263,15 +283,20 @@ impl Fanout {
                     return; // already sent as history
                 }
                 *last_sent = event.id;
-                self.push_live(&subscriber.session, bytes.clone());
+                self.push_live(&subscriber.session, bytes.clone(), direct);
             }
             Delivery::Stopped => {}
         }
     }
 
     /// Pushes live bytes under the slow-client policy and counts what the policy did.
-    fn push_live(&self, session: &Session, bytes: Bytes) {
-        match session.push_bytes(bytes, self.policy) {
+    fn push_live(&self, session: &Session, bytes: Bytes, direct: bool) {
+        let pushed = if direct {
+            session.push_bytes(bytes, self.policy)
+        } else {
+            session.push_bytes_queued(bytes, self.policy)
+        };
+        match pushed {
             Ok(PushOutcome::Queued) => {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
             }
@@ -309,7 +334,7 @@ impl Fanout {
                 Ok(event) => {
                     if event.id > last {
                         last = event.id;
-                        self.dispatch(&event);
+                        self.dispatch(&event, &|| !receiver.is_empty());
                     }
                 }
                 Err(RecvError::Lagged(skipped)) => {
@@ -339,7 +364,8 @@ impl Fanout {
                     }
                     for event in &batch.events {
                         last = event.id;
-                        self.dispatch(event);
+                        // Catching up is a backlog by definition.
+                        self.dispatch(event, &|| true);
                     }
                     if !batch.more {
                         return last;

@@ -8,11 +8,12 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind};
 
@@ -97,6 +98,28 @@ pub(crate) enum CloseReason {
 
 type CloseCallback = Box<dyn FnOnce() + Send + Sync>;
 
+/// A transport that can put an event on the wire from the pushing thread, without waiting
+/// and without waking the connection's task: `server::serve`'s lean path, once the
+/// response has started. Called with the queue's lock held, which is what orders it
+/// against every other push and against the consumer's own writes (see [`Link`]).
+pub(crate) trait DirectWrite: Send + Sync {
+    /// Writes `data` (the body bytes of one push; the transport frames them) if the
+    /// socket takes it now.
+    fn try_write(&self, data: &Bytes) -> DirectOutcome;
+}
+
+/// What a [`DirectWrite`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DirectOutcome {
+    /// All of it is on the wire.
+    Written,
+    /// Part of it is on the wire; the transport keeps the rest and its consumer must
+    /// finish it before anything else is written.
+    Started,
+    /// None of it was written (the socket is full or failed): queue it as usual.
+    NotNow,
+}
+
 #[derive(Default)]
 struct QueueState {
     items: VecDeque<Bytes>,
@@ -107,6 +130,13 @@ struct QueueState {
     waker: Option<Waker>,
     callbacks: Vec<CloseCallback>,
     stats: SessionStats,
+    /// The transport that takes events directly while nothing is queued or in flight.
+    direct: Option<Arc<dyn DirectWrite>>,
+    /// The consumer is writing something it took (or a direct write left a remainder):
+    /// no direct write until it releases the wire.
+    in_flight: bool,
+    /// When an event last went out by a direct write (for the keep-alive timer).
+    last_direct: Option<Instant>,
 }
 
 /// The shared half of a session: its queue, its close state, and its wake-ups.
@@ -142,15 +172,40 @@ impl Link {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues shared bytes under `policy`.
+    /// Queues shared bytes under `policy` — or, when `direct` allows, a transport is set
+    /// and nothing is queued or in flight, writes them through the transport at once.
     pub(crate) fn push(
         &self,
         bytes: Bytes,
         policy: SlowClientPolicy,
+        direct: bool,
     ) -> Result<PushOutcome, Error> {
         let mut q = self.lock();
         if q.closed.is_some() {
             return Err(closed_error());
+        }
+        if let Some(transport) = q
+            .direct
+            .as_ref()
+            .filter(|_| direct && !q.in_flight && q.items.is_empty() && q.pending_dropped == 0)
+        {
+            match transport.try_write(&bytes) {
+                DirectOutcome::Written => {
+                    q.last_direct = Some(Instant::now());
+                    return Ok(PushOutcome::Queued);
+                }
+                DirectOutcome::Started => {
+                    q.last_direct = Some(Instant::now());
+                    q.in_flight = true;
+                    let waker = q.waker.take();
+                    drop(q);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                    return Ok(PushOutcome::Queued);
+                }
+                DirectOutcome::NotNow => {}
+            }
         }
         let mut outcome = PushOutcome::Queued;
         // A single event larger than the whole bound still goes through an empty queue:
@@ -237,9 +292,37 @@ impl Link {
         }
         let dropped = std::mem::take(&mut q.pending_dropped);
         let out = take_write(&mut q);
+        q.in_flight = true;
         drop(q);
         self.changed.notify_waiters();
         Drained::Data(out, dropped)
+    }
+
+    /// Marks the wire as taken by the consumer for a write that did not come out of the
+    /// queue (a keep-alive comment): no direct write until [`Link::release_wire`].
+    pub(crate) fn claim_wire(&self) {
+        self.lock().in_flight = true;
+    }
+
+    /// The consumer has written everything it took: direct writes may go ahead again.
+    pub(crate) fn release_wire(&self) {
+        self.lock().in_flight = false;
+    }
+
+    /// Lets `direct` write events from now on, while nothing is queued or in flight (the
+    /// consumer calls this once what it wrote first — the preamble — is out). Does
+    /// nothing on a closed queue.
+    pub(crate) fn set_direct(&self, direct: Arc<dyn DirectWrite>) {
+        let mut q = self.lock();
+        if q.closed.is_none() {
+            q.direct = Some(direct);
+            q.in_flight = false;
+        }
+    }
+
+    /// When an event last went out by a direct write.
+    pub(crate) fn last_direct_write(&self) -> Option<Instant> {
+        self.lock().last_direct
     }
 
     /// Closes the queue (idempotent) and runs the close callbacks once, outside the lock.
@@ -248,6 +331,8 @@ impl Link {
         if q.closed.is_none() {
             q.closed = Some(reason);
         }
+        // The transport is the consumer's to finish and drop, not the queue's to keep.
+        let direct = q.direct.take();
         if reason == CloseReason::ClientGone {
             q.items.clear();
             q.bytes = 0;
@@ -256,6 +341,7 @@ impl Link {
         let callbacks = std::mem::take(&mut q.callbacks);
         let waker = q.waker.take();
         drop(q);
+        drop(direct);
         self.changed.notify_waiters();
         if let Some(w) = waker {
             w.wake();

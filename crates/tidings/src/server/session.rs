@@ -239,7 +239,22 @@ impl<S> Session<S> {
     /// # Errors
     /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the session is closed.
     pub fn push_bytes(&self, bytes: Bytes, policy: SlowClientPolicy) -> Result<PushOutcome, Error> {
-        self.inner.link.push(bytes, policy)
+        self.inner.link.push(bytes, policy, true)
+    }
+
+    /// As [`Session::push_bytes`], but always through the queue, never written from this
+    /// thread (see [`Serve::direct_writes`](super::Serve::direct_writes)): for a producer
+    /// that knows more events follow at once, so that the connection's task writes them
+    /// together, and the writes are spread over the runtime's threads.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the session is closed.
+    pub fn push_bytes_queued(
+        &self,
+        bytes: Bytes,
+        policy: SlowClientPolicy,
+    ) -> Result<PushOutcome, Error> {
+        self.inner.link.push(bytes, policy, false)
     }
 
     /// Queues replayed history, whatever the queue bound (history is bounded itself).

@@ -62,11 +62,18 @@ impl SessionStream {
     /// compressing proxies leave it alone) and `X-Accel-Buffering: no` (so nginx does not
     /// buffer it). No `Connection` header, which HTTP/2 forbids.
     pub fn into_response(self) -> http::Response<SessionStream> {
+        let link = DirectLink(Arc::clone(&self.link));
         let mut response = http::Response::new(self);
         set_headers(response.headers_mut());
+        response.extensions_mut().insert(link);
         response
     }
 }
+
+/// The session's queue, carried in the response's extensions so that `server::serve` can
+/// write events straight to the socket (see `Serve::direct_writes`).
+#[derive(Clone)]
+pub(crate) struct DirectLink(pub(crate) Arc<Link>);
 
 /// Sets the event-stream response headers on `headers`.
 pub fn set_headers(headers: &mut http::HeaderMap) {
@@ -118,6 +125,7 @@ impl Body for SessionStream {
             Drained::End => Poll::Ready(None),
             Drained::Empty => match this.poll_keep_alive(cx) {
                 Poll::Ready(()) => {
+                    this.link.claim_wire();
                     Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)))))
                 }
                 Poll::Pending => Poll::Pending,
@@ -153,6 +161,10 @@ impl SessionStream {
         loop {
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
+            }
+            // Events written straight to the socket (`server::serve`) count as writes too.
+            if let Some(direct) = self.link.last_direct_write() {
+                keep_alive.last_write = keep_alive.last_write.max(direct);
             }
             let due = keep_alive.last_write + keep_alive.period;
             let now = Instant::now();

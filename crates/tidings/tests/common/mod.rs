@@ -12,7 +12,8 @@ use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Serves `app` on 127.0.0.1 on a free port with `tidings::server::serve`: requests to
-/// `/events` take its lean path (HTTP/1), everything else goes through hyper.
+/// `/events` take its lean path (HTTP/1) with direct writes, everything else goes through
+/// hyper.
 pub async fn serve(app: axum::Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -21,6 +22,7 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
     tokio::spawn(async move {
         tidings::server::serve(listener, app)
             .lean_when(|request| request.uri.path() == "/events")
+            .direct_writes(true)
             .await
             .expect("serve");
     });

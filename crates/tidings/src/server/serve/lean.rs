@@ -4,10 +4,18 @@
 //!
 //! Each wake-up of the body (everything queued for the session, coalesced by the session
 //! into one frame) becomes one vectored write: chunk line, data, `\r\n`.
+//!
+//! With direct writes on (`Serve::direct_writes`), once the preamble is out the session's
+//! queue is given the socket (a [`Wire`]): an event pushed while nothing is queued or
+//! being written goes out from the pushing thread at once, without waking this
+//! connection's task. The queue's lock orders those writes against each other and against
+//! the task's own (see `server::queue`); whatever a direct write could not finish is left
+//! in the wire for the task, which writes it before anything else.
 
 use std::future::Future;
 use std::io::{self, Cursor, IoSlice};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 use std::time::SystemTime;
 
@@ -16,12 +24,14 @@ use axum::Router;
 use bytes::buf::Chain;
 use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http_body::Body as _;
-use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::head::{encode_response_head, ChunkStart, Framing, LeanRequest, CHUNK_END, LAST_CHUNK};
+use crate::server::queue::{DirectOutcome, DirectWrite, Link};
+use crate::server::stream::DirectLink;
 
 /// Bytes read and thrown away at a time while watching an open stream's socket (a client
 /// has nothing to send on it; whatever it sends anyway is discarded).
@@ -34,6 +44,7 @@ pub(crate) async fn serve(
     stream: TcpStream,
     request: Box<LeanRequest>,
     mut router: Router,
+    direct_writes: bool,
     done: watch::Receiver<()>,
 ) {
     let version = request.parts.version;
@@ -44,7 +55,9 @@ pub(crate) async fn serve(
         Err(infallible) => match infallible {},
     };
     drop(router);
-    let (parts, mut body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    let link = parts.extensions.remove::<DirectLink>();
+    let link = link.filter(|_| direct_writes && is_plain_event_stream(&parts));
     let framing = Framing::choose(version, body.size_hint().exact());
     let date = httpdate::fmt_http_date(SystemTime::now());
     let head = encode_response_head(&parts, framing, &date).freeze();
@@ -63,24 +76,128 @@ pub(crate) async fn serve(
         }
         None => (framed(Some(head), Bytes::new(), framing, false), false),
     };
-    tokio::spawn(LeanStream {
+    let wire = Arc::new(Wire {
         stream,
-        body,
         framing,
+        owed: Mutex::new(None),
+    });
+    tokio::spawn(LeanStream {
+        wire,
+        body,
         out: Some(out),
+        link: link.map(|DirectLink(link)| link),
+        direct_on: false,
+        holding: true,
         ending,
         _done: done,
     });
 }
 
+/// A `200 text/event-stream` whose bytes are the session's own (no `Content-Encoding`
+/// from a layer that rewrites bodies).
+fn is_plain_event_stream(parts: &http::response::Parts) -> bool {
+    parts.status == http::StatusCode::OK
+        && !parts.headers.contains_key(CONTENT_ENCODING)
+        && parts
+            .headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// The socket of a lean stream and the bytes owed to it, shared by the connection's task
+/// and (with direct writes) the session's queue.
+pub(crate) struct Wire {
+    stream: TcpStream,
+    framing: Framing,
+    /// What a direct write could not finish; the task writes it before anything else.
+    /// Only the holder of the wire touches it (a direct write under the queue's lock, then
+    /// the task), so the lock is never contended; it nests inside the queue's lock, never
+    /// around it.
+    owed: Mutex<Option<Framed>>,
+}
+
+impl Wire {
+    fn owed(&self) -> MutexGuard<'_, Option<Framed>> {
+        self.owed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the remainder a direct write left, if any (see [`poll_write_all`]); `true`
+    /// when there was one.
+    fn poll_flush_owed(&self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let mut owed = self.owed();
+        let Some(out) = owed.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        ready!(poll_write_all(&self.stream, out, cx))?;
+        *owed = None;
+        Poll::Ready(Ok(true))
+    }
+}
+
+/// Writes all of `out` (`Ready(Ok)`), or waits for room (`Pending`), or fails.
+fn poll_write_all(
+    stream: &TcpStream,
+    out: &mut Framed,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while out.has_remaining() {
+        ready!(stream.poll_write_ready(cx))?;
+        match write_some(stream, out) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => return Poll::Ready(Err(err)),
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+impl DirectWrite for Wire {
+    fn try_write(&self, data: &Bytes) -> DirectOutcome {
+        let mut out = framed(None, data.clone(), self.framing, false);
+        let total = out.remaining();
+        loop {
+            match write_some(&self.stream, &mut out) {
+                Ok(()) if !out.has_remaining() => return DirectOutcome::Written,
+                Ok(()) => {}
+                // Full, or failed: whatever is not written yet is left for the task, which
+                // meets the same error (if any) and ends the stream.
+                Err(_) if out.remaining() == total => return DirectOutcome::NotNow,
+                Err(_) => {
+                    *self.owed() = Some(out);
+                    return DirectOutcome::Started;
+                }
+            }
+        }
+    }
+}
+
+/// One vectored write of the front of `out`, without waiting.
+fn write_some(stream: &TcpStream, out: &mut Framed) -> io::Result<()> {
+    let mut slices = [IoSlice::new(&[]); 5];
+    let count = out.chunks_vectored(&mut slices);
+    match stream.try_write_vectored(&slices[..count])? {
+        0 => Err(io::ErrorKind::WriteZero.into()),
+        written => {
+            out.advance(written);
+            Ok(())
+        }
+    }
+}
+
 /// One response being written to its socket: the task of a lean connection.
 struct LeanStream {
-    stream: TcpStream,
+    wire: Arc<Wire>,
     body: Body,
-    framing: Framing,
-    /// Bytes taken from the body and not yet all written.
+    /// What this task took from the body and has not yet all written.
     out: Option<Framed>,
-    /// The body has ended: once `out` is written, close.
+    /// The session's queue, when direct writes are on.
+    link: Option<Arc<Link>>,
+    /// The queue has been given the wire.
+    direct_on: bool,
+    /// This task holds the wire (it took a frame, or a direct write left a remainder):
+    /// release it once everything owed is written.
+    holding: bool,
+    /// The body has ended: once what is owed is written, close.
     ending: bool,
     /// Held while the connection lives: see `Serve::run`.
     _done: watch::Receiver<()>,
@@ -105,21 +222,41 @@ impl Future for LeanStream {
 impl LeanStream {
     fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
+            // While a write waits for room the body is not polled: the session's queue
+            // fills and its slow-client policy acts.
+            // A direct write's remainder (older) first, then what this task took. The
+            // direct write that left a remainder handed the wire to this task.
+            if ready!(self.wire.poll_flush_owed(cx))? {
+                self.holding = true;
+            }
             if let Some(out) = &mut self.out {
-                // While a write waits for room the body is not polled: the session's queue
-                // fills and its slow-client policy acts.
-                ready!(poll_write_all(&mut self.stream, out, cx))?;
+                ready!(poll_write_all(&self.wire.stream, out, cx))?;
                 self.out = None;
-                if self.ending {
-                    return Pin::new(&mut self.stream).poll_shutdown(cx);
+            }
+            if self.ending {
+                return Poll::Ready(Ok(()));
+            }
+            if self.holding {
+                self.holding = false;
+                if let Some(link) = &self.link {
+                    if self.direct_on {
+                        link.release_wire();
+                    } else {
+                        // The preamble is out: the queue may write from now on.
+                        let wire: Arc<dyn DirectWrite> = self.wire.clone();
+                        link.set_direct(wire);
+                        self.direct_on = true;
+                    }
                 }
             }
             match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
+                    // The session claimed the wire for this frame (see `Link::drain`).
+                    self.holding = true;
                     // Trailers have no place in this framing; empty frames are skipped.
                     if let Ok(data) = frame.into_data() {
                         if !data.is_empty() {
-                            self.out = Some(framed(None, data, self.framing, false));
+                            self.out = Some(framed(None, data, self.wire.framing, false));
                         }
                     }
                 }
@@ -128,10 +265,16 @@ impl LeanStream {
                     return Poll::Ready(Err(io::Error::other(err)));
                 }
                 Poll::Ready(None) => {
-                    self.out = Some(framed(None, Bytes::new(), self.framing, true));
+                    self.out = Some(framed(None, Bytes::new(), self.wire.framing, true));
                     self.ending = true;
                 }
-                Poll::Pending => return self.poll_client_gone(cx),
+                Poll::Pending => {
+                    // A direct write may have left a remainder since the flush above.
+                    if self.wire.owed().is_some() {
+                        continue;
+                    }
+                    return self.poll_client_gone(cx);
+                }
             }
         }
     }
@@ -141,8 +284,8 @@ impl LeanStream {
     fn poll_client_gone(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut probe = [0u8; PROBE_BYTES];
         loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read(&mut probe) {
+            ready!(self.wire.stream.poll_read_ready(cx))?;
+            match self.wire.stream.try_read(&mut probe) {
                 Ok(0) => return Poll::Ready(Ok(())),
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
@@ -150,24 +293,6 @@ impl LeanStream {
             }
         }
     }
-}
-
-/// Writes all of `out` with vectored writes.
-fn poll_write_all(
-    stream: &mut TcpStream,
-    out: &mut Framed,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    while out.has_remaining() {
-        let mut slices = [IoSlice::new(&[]); 5];
-        let count = out.chunks_vectored(&mut slices);
-        let written = ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count]))?;
-        if written == 0 {
-            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-        }
-        out.advance(written);
-    }
-    Poll::Ready(Ok(()))
 }
 
 type Framed =

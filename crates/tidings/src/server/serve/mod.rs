@@ -83,6 +83,7 @@ pub fn serve(listener: TcpListener, router: Router) -> Serve {
         listener,
         router,
         lean: Arc::new(accepts_event_stream),
+        direct_writes: false,
         signal: None,
     }
 }
@@ -93,6 +94,7 @@ pub struct Serve {
     listener: TcpListener,
     router: Router,
     lean: LeanTest,
+    direct_writes: bool,
     signal: Option<Signal>,
 }
 
@@ -102,6 +104,20 @@ impl Serve {
     /// small errors): the connection closes after the response.
     pub fn lean_when(mut self, test: impl Fn(&Parts) -> bool + Send + Sync + 'static) -> Serve {
         self.lean = Arc::new(test);
+        self
+    }
+
+    /// Lets a session on the lean path write each event to its socket from the thread
+    /// that pushes it, while nothing is queued ahead of it, instead of waking the
+    /// connection's task to do it: one syscall per event and no task switch. What the
+    /// socket does not take at once is queued as usual (and the slow-client policy
+    /// applies). Off by default.
+    ///
+    /// Turn it on only when no layer rewrites the bytes of event-stream bodies (e.g.
+    /// compression): direct writes bypass the body. As a guard, only a `200`
+    /// `text/event-stream` response without `Content-Encoding` is written directly.
+    pub fn direct_writes(mut self, on: bool) -> Serve {
+        self.direct_writes = on;
         self
     }
 
@@ -123,6 +139,7 @@ impl Serve {
             listener,
             router,
             lean,
+            direct_writes,
             signal,
         } = self;
         // As `into_make_service` does: routes become services once, not per request.
@@ -140,6 +157,7 @@ impl Serve {
             let connection = Connection {
                 router: router.clone(),
                 lean: Arc::clone(&lean),
+                direct_writes,
                 stop: stop.clone(),
                 done: done_rx.clone(),
             };
@@ -211,6 +229,7 @@ fn is_connection_error(err: &io::Error) -> bool {
 struct Connection {
     router: Router,
     lean: LeanTest,
+    direct_writes: bool,
     stop: watch::Sender<()>,
     /// Held for the connection's life (a lean stream takes it over): see `Serve::run`.
     done: watch::Receiver<()>,
@@ -228,7 +247,7 @@ impl Connection {
         match sniffed {
             Ok(Ok(Sniffed::Lean(request))) => {
                 drop(read);
-                lean::serve(stream, request, self.router, self.done).await;
+                lean::serve(stream, request, self.router, self.direct_writes, self.done).await;
             }
             Ok(Ok(_)) => {
                 let io = Rewind::new(read.freeze(), stream);
