@@ -92,5 +92,7 @@ async fn main() -> std::io::Result<()> {
         .with_state(room);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
     println!("chat on http://{}", listener.local_addr()?);
-    axum::serve(listener, app.into_make_service()).await
+    // Event streams (EventSource sends `Accept: text/event-stream`) are written straight to
+    // their sockets; the page and the other routes are served by hyper.
+    tidings::server::serve(listener, app).direct_writes(true).await
 }

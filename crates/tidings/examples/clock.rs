@@ -39,5 +39,7 @@ async fn main() -> std::io::Result<()> {
         .route("/time", get(time));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("clock on http://{}", listener.local_addr()?);
-    axum::serve(listener, app.into_make_service()).await
+    // Event streams (EventSource sends `Accept: text/event-stream`) are written straight to
+    // their sockets; the page and the other routes are served by hyper.
+    tidings::server::serve(listener, app).direct_writes(true).await
 }
