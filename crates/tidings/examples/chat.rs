@@ -94,5 +94,7 @@ async fn main() -> std::io::Result<()> {
     println!("chat on http://{}", listener.local_addr()?);
     // Event streams (EventSource sends `Accept: text/event-stream`) are written straight to
     // their sockets; the page and the other routes are served by hyper.
-    tidings::server::serve(listener, app).direct_writes(true).await
+    tidings::server::serve(listener, app)
+        .direct_writes(true)
+        .await
 }

@@ -93,6 +93,13 @@ async fn connect(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr).await.expect("connect")
 }
 
+/// Connects and sends `request` (raw bytes).
+async fn send(addr: SocketAddr, request: &[u8]) -> TcpStream {
+    let mut client = connect(addr).await;
+    client.write_all(request).await.expect("write");
+    client
+}
+
 /// Reads until `needle` has arrived (or fails at the guard); returns everything read.
 async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, needle: &[u8]) {
     tokio::time::timeout(GUARD, async {
@@ -132,8 +139,7 @@ fn text(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn an_event_stream_is_chunked_on_the_wire_and_ends_with_the_last_chunk() {
     let mut server = start().await;
-    let mut client = connect(server.addr).await;
-    client.write_all(EVENTS).await.expect("write");
+    let mut client = send(server.addr, EVENTS).await;
     let session = server.session().await;
     assert_eq!(session.last_event_id(), Some("7"));
 
@@ -193,8 +199,7 @@ async fn the_head_may_arrive_byte_by_byte() {
 #[tokio::test]
 async fn a_client_that_goes_away_closes_its_session() {
     let mut server = start().await;
-    let mut client = connect(server.addr).await;
-    client.write_all(EVENTS).await.expect("write");
+    let mut client = send(server.addr, EVENTS).await;
     let session = server.session().await;
     let mut seen = Vec::new();
     read_until(&mut client, &mut seen, b"retry").await;
@@ -207,8 +212,7 @@ async fn a_client_that_goes_away_closes_its_session() {
 #[tokio::test]
 async fn bytes_sent_on_an_open_stream_are_ignored() {
     let mut server = start().await;
-    let mut client = connect(server.addr).await;
-    client.write_all(EVENTS).await.expect("write");
+    let mut client = send(server.addr, EVENTS).await;
     let session = server.session().await;
     client
         .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -225,11 +229,11 @@ async fn bytes_sent_on_an_open_stream_are_ignored() {
 #[tokio::test]
 async fn http_10_streams_end_by_closing_the_connection() {
     let mut server = start().await;
-    let mut client = connect(server.addr).await;
-    client
-        .write_all(b"GET /events HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .expect("write");
+    let mut client = send(
+        server.addr,
+        b"GET /events HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await;
     let session = server.session().await;
     session.push(&Event::new().data("x")).expect("push");
     session.close();
@@ -244,11 +248,11 @@ async fn http_10_streams_end_by_closing_the_connection() {
 #[tokio::test]
 async fn an_error_on_the_lean_path_has_a_length_and_closes() {
     let server = start().await;
-    let mut client = connect(server.addr).await;
-    client
-        .write_all(b"GET /events?fail HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .expect("write");
+    let mut client = send(
+        server.addr,
+        b"GET /events?fail HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await;
     let wire = text(&read_to_end(&mut client).await);
     assert!(wire.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{wire}");
     assert!(wire.contains("\r\ncontent-length: 13\r\n"), "{wire}");
@@ -281,11 +285,11 @@ async fn other_connections_reach_hyper_with_keep_alive_bodies_and_pipelining() {
     assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
     assert!(rest.ends_with("ping"), "{rest}");
     // An event stream asked without `Accept: text/event-stream` also works, through hyper.
-    let mut curl_like = connect(server.addr).await;
-    curl_like
-        .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
+    let mut curl_like = send(
+        server.addr,
+        b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(text(&read_to_end(&mut curl_like).await).ends_with("hello"));
 }
 
@@ -318,8 +322,7 @@ async fn http2_streams_go_through_hyper() {
 #[tokio::test]
 async fn graceful_shutdown_waits_for_streams_and_closes_idle_connections() {
     let mut server = start().await;
-    let mut stream = connect(server.addr).await;
-    stream.write_all(EVENTS).await.expect("write");
+    let mut stream = send(server.addr, EVENTS).await;
     let session = server.session().await;
     let mut idle = connect(server.addr).await;
     tokio::task::yield_now().await;

@@ -5,6 +5,15 @@
 //! drop count, the closed flag and the consumer's waker. It is held only for O(1) work
 //! (plus draining); wakers and close callbacks always run after it is released, so a
 //! callback may take any other lock (a channel's) without ordering problems.
+//!
+//! Direct writes (`server::serve`): once the consumer has set a [`DirectWrite`] transport,
+//! a push that finds nothing queued, no gap owed and the wire not `in_flight` writes
+//! through the transport while holding this lock (one non-blocking syscall). The lock
+//! is what keeps the bytes on the wire in push order: two pushes never write at once, and
+//! the consumer marks the wire `in_flight` (under the lock) for everything it takes —
+//! drained bytes, a keep-alive — until it has written it all and calls
+//! [`Link::release_wire`]. What a direct write leaves unfinished also sets `in_flight`
+//! and is the consumer's to finish first. The transport's own lock nests inside this one.
 
 use std::collections::VecDeque;
 use std::fmt;
