@@ -1,40 +1,5 @@
-//! [`serve`]: run an axum [`Router`] on a listener, like `axum::serve`, with every event
-//! stream on a lean path.
-//!
-//! A server of event streams holds thousands of connections that are idle nearly all the
-//! time. Served through hyper, each keeps hyper's connection state (a read buffer and a
-//! write buffer, about 24 KiB) for its whole life. Here the first request head on each
-//! connection is read first (with `httparse`): a plain `GET` that the
-//! [`lean_when`](Serve::lean_when) test picks is answered by the router as usual, and its
-//! response is then written straight to the socket, the body's frames coalesced by the
-//! session into one vectored write per wake-up. What an idle stream costs is then the
-//! socket, one small task and the session itself. Every other connection — other
-//! requests, bodies, upgrades, HTTP/2 — is handed to hyper with the bytes already read.
-//!
-//! ```no_run
-//! use axum::{http::{HeaderMap, Uri}, routing::get, Router};
-//! use tidings::server::{Session, SessionConfig, SessionStream};
-//!
-//! async fn events(headers: HeaderMap, uri: Uri) -> SessionStream {
-//!     let (session, stream) = Session::new(SessionConfig::from_request(&headers, &uri), ());
-//!     let _ = session.push(&tidings::Event::new().data("hello"));
-//!     stream
-//! }
-//!
-//! # async fn run() -> std::io::Result<()> {
-//! let app = Router::new().route("/events", get(events));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! tidings::server::serve(listener, app)
-//!     .lean_when(|request| request.uri.path() == "/events")
-//!     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
-//!     .await
-//! # }
-//! ```
-//!
-//! On the lean path a stream's response is `Transfer-Encoding: chunked` (HTTP/1.0:
-//! delimited by closing the connection), a response of known length (an error, say) is
-//! sent with `Content-Length` and `Connection: close`; the connection closes when the
-//! response ends.
+//! [`serve`]: an axum [`Router`] on a listener, with event streams written straight to
+//! their sockets (see [`serve`] for how and why).
 
 mod head;
 mod lean;
@@ -72,8 +37,44 @@ const FIRST_READ_BYTES: usize = 1024;
 type LeanTest = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Serves `router` on `listener` until the returned future is dropped or, with
-/// [`Serve::with_graceful_shutdown`], until the signal; see the [module docs](self).
+/// Serves `router` on `listener`, like `axum::serve`, with every event stream on a lean
+/// path; until the returned future is dropped or, with [`Serve::with_graceful_shutdown`],
+/// until the signal.
+///
+/// A server of event streams holds thousands of connections that are idle nearly all the
+/// time. Served through hyper, each keeps hyper's connection state (a read buffer and a
+/// write buffer, about 24 KiB) for its whole life. Here the first request head on each
+/// connection is read first (with `httparse`): a plain `GET` that the
+/// [`lean_when`](Serve::lean_when) test picks is answered by the router as usual, and its
+/// response is then written straight to the socket, the body's frames coalesced by the
+/// session into one vectored write per wake-up. What an idle stream costs is then the
+/// socket, one small task and the session itself. Every other connection — other
+/// requests, bodies, upgrades, HTTP/2 — is handed to hyper with the bytes already read.
+///
+/// ```no_run
+/// use axum::{http::{HeaderMap, Uri}, routing::get, Router};
+/// use tidings::server::{Session, SessionConfig, SessionStream};
+///
+/// async fn events(headers: HeaderMap, uri: Uri) -> SessionStream {
+///     let (session, stream) = Session::new(SessionConfig::from_request(&headers, &uri), ());
+///     let _ = session.push(&tidings::Event::new().data("hello"));
+///     stream
+/// }
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let app = Router::new().route("/events", get(events));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// tidings::server::serve(listener, app)
+///     .lean_when(|request| request.uri.path() == "/events")
+///     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+///     .await
+/// # }
+/// ```
+///
+/// On the lean path a stream's response is `Transfer-Encoding: chunked` (HTTP/1.0:
+/// delimited by closing the connection), a response of known length (an error, say) is
+/// sent with `Content-Length` and `Connection: close`; the connection closes when the
+/// response ends.
 ///
 /// By default a request takes the lean path when it is a bodiless `GET` with
 /// `Accept: text/event-stream` (as every `EventSource` sends); [`Serve::lean_when`]
@@ -125,7 +126,7 @@ impl Serve {
     /// to finish its requests and close, and resolves once every connection has closed.
     ///
     /// Event streams end when their sessions do: close them on the same signal (e.g.
-    /// [`Channel::close`](super::Channel::close)), or they keep the server running.
+    /// [`Session::close`](super::Session::close) on each), or they keep the server running.
     pub fn with_graceful_shutdown(
         mut self,
         signal: impl Future<Output = ()> + Send + 'static,
