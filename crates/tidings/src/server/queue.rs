@@ -146,6 +146,10 @@ struct QueueState {
     in_flight: bool,
     /// When an event last went out by a direct write (for the keep-alive timer).
     last_direct: Option<Instant>,
+    /// The consumer's waker while it waits for its socket to take a write: woken when the
+    /// `disconnect` policy closes the session, so that it stops waiting for a client that
+    /// does not read.
+    stalled_writer: Option<Waker>,
 }
 
 /// The shared half of a session: its queue, its close state, and its wake-ups.
@@ -227,9 +231,10 @@ impl Link {
                     q.closed = Some(CloseReason::Slow);
                     q.stats.disconnected_slow = true;
                     let waker = q.waker.take();
+                    let stalled = q.stalled_writer.take();
                     drop(q);
                     self.changed.notify_waiters();
-                    if let Some(w) = waker {
+                    for w in [waker, stalled].into_iter().flatten() {
                         w.wake();
                     }
                     return Ok(PushOutcome::Disconnected);
@@ -327,6 +332,21 @@ impl Link {
             q.direct = Some(direct);
             q.in_flight = false;
         }
+    }
+
+    /// For a consumer waiting for its socket to take a write: `true` when the `disconnect`
+    /// policy has closed the session (stop writing, drop the connection); otherwise
+    /// `waker` is woken when that happens.
+    pub(crate) fn abandoned_while_stalled(&self, waker: &Waker) -> bool {
+        let mut q = self.lock();
+        if q.closed == Some(CloseReason::Slow) {
+            return true;
+        }
+        match &q.stalled_writer {
+            Some(w) if w.will_wake(waker) => {}
+            _ => q.stalled_writer = Some(waker.clone()),
+        }
+        false
     }
 
     /// When an event last went out by a direct write.

@@ -56,8 +56,11 @@ pub(crate) async fn serve(
     };
     drop(router);
     let (mut parts, mut body) = response.into_parts();
-    let link = parts.extensions.remove::<DirectLink>();
-    let link = link.filter(|_| direct_writes && is_plain_event_stream(&parts));
+    let link = parts
+        .extensions
+        .remove::<DirectLink>()
+        .map(|DirectLink(link)| link);
+    let direct = direct_writes && is_plain_event_stream(&parts);
     let framing = Framing::choose(version, body.size_hint().exact());
     let date = httpdate::fmt_http_date(SystemTime::now());
     let head = encode_response_head(&parts, framing, &date).freeze();
@@ -85,7 +88,8 @@ pub(crate) async fn serve(
         wire,
         body,
         out: Some(out),
-        link: link.map(|DirectLink(link)| link),
+        link,
+        direct,
         direct_on: false,
         holding: true,
         ending,
@@ -190,8 +194,10 @@ struct LeanStream {
     body: Body,
     /// What this task took from the body and has not yet all written.
     out: Option<Framed>,
-    /// The session's queue, when direct writes are on.
+    /// The session's queue, when the body is a session's.
     link: Option<Arc<Link>>,
+    /// Direct writes are allowed for this response.
+    direct: bool,
     /// The queue has been given the wire.
     direct_on: bool,
     /// This task holds the wire (it took a frame, or a direct write left a remainder):
@@ -226,11 +232,19 @@ impl LeanStream {
             // fills and its slow-client policy acts.
             // A direct write's remainder (older) first, then what this task took. The
             // direct write that left a remainder handed the wire to this task.
-            if ready!(self.wire.poll_flush_owed(cx))? {
-                self.holding = true;
+            match self.wire.poll_flush_owed(cx) {
+                Poll::Ready(had_owed) => {
+                    if had_owed? {
+                        self.holding = true;
+                    }
+                }
+                Poll::Pending => return self.poll_stalled(cx),
             }
             if let Some(out) = &mut self.out {
-                ready!(poll_write_all(&self.wire.stream, out, cx))?;
+                match poll_write_all(&self.wire.stream, out, cx) {
+                    Poll::Ready(written) => written?,
+                    Poll::Pending => return self.poll_stalled(cx),
+                }
                 self.out = None;
             }
             if self.ending {
@@ -238,7 +252,7 @@ impl LeanStream {
             }
             if self.holding {
                 self.holding = false;
-                if let Some(link) = &self.link {
+                if let Some(link) = self.link.as_ref().filter(|_| self.direct) {
                     if self.direct_on {
                         link.release_wire();
                     } else {
@@ -276,6 +290,19 @@ impl LeanStream {
                     return self.poll_client_gone(cx);
                 }
             }
+        }
+    }
+
+    /// The socket has no room for what is owed: wait for it, unless the slow-client policy
+    /// has disconnected this session meanwhile, in which case the connection is dropped
+    /// at once (a client that does not read would otherwise hold it forever).
+    fn poll_stalled(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &self.link {
+            Some(link) if link.abandoned_while_stalled(cx.waker()) => {
+                tracing::debug!("slow client disconnected while its socket was full");
+                Poll::Ready(Ok(()))
+            }
+            _ => Poll::Pending,
         }
     }
 

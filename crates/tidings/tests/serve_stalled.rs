@@ -1,0 +1,96 @@
+//! A client that stops reading, under the `disconnect` policy, on `server::serve`'s lean
+//! path: once the policy closes its session, the server drops the connection at once
+//! instead of waiting forever for a socket the client never drains.
+//!
+//! A test binary of its own: it counts this process's open file descriptors.
+#![cfg(target_os = "linux")]
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Uri};
+use axum::routing::get;
+use axum::Router;
+use tidings::server::{PushOutcome, Session, SessionConfig, SessionStream};
+use tidings::Event;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::mpsc;
+
+/// A generous guard so a broken test fails instead of hanging; never a performance bound.
+const GUARD: Duration = Duration::from_secs(20);
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_when_the_policy_disconnects_it() {
+    for direct_writes in [false, true] {
+        let (tx, mut sessions) = mpsc::unbounded_channel();
+        let events = move |headers: HeaderMap, uri: Uri| {
+            let tx = tx.clone();
+            async move {
+                let config = SessionConfig::from_request(&headers, &uri)
+                    .keep_alive(None)
+                    .max_queue_bytes(16 * 1024);
+                let (session, stream): (Session, SessionStream) = Session::new(config, ());
+                tx.send(session).expect("the test is listening");
+                stream
+            }
+        };
+        let app = Router::new().route("/events", get(events));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            tidings::server::serve(listener, app)
+                .direct_writes(direct_writes)
+                .await
+        });
+
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("rcvbuf");
+        let mut client = socket.connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+            .await
+            .expect("write");
+        let session = tokio::time::timeout(GUARD, sessions.recv())
+            .await
+            .expect("a session within the guard")
+            .expect("a session");
+        let with_connection = open_fds();
+
+        // The client never reads: the socket fills, then the queue, then the policy acts.
+        let data = "x".repeat(1000);
+        let mut disconnected = false;
+        for pushed in 0..1_000_000 {
+            match session.push(&Event::new().data(data.as_str())) {
+                Ok(PushOutcome::Disconnected) | Err(_) => {
+                    disconnected = true;
+                    break;
+                }
+                Ok(_) if pushed % 64 == 0 => tokio::task::yield_now().await,
+                Ok(_) => {}
+            }
+        }
+        assert!(
+            disconnected,
+            "the disconnect policy acts (direct writes: {direct_writes})"
+        );
+
+        tokio::time::timeout(GUARD, async {
+            while open_fds() >= with_connection {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the server keeps the connection of a disconnected client (direct writes: {direct_writes})")
+        });
+        assert!(session.is_closed());
+        drop(client);
+        server.abort();
+    }
+}
