@@ -20,7 +20,7 @@ use tidings::EventId;
 // than copied: this test needs the built binary, so it lives in the binary's crate.
 #[path = "../../tidings-hub/tests/disk_support/mod.rs"]
 mod disk_support;
-use disk_support::{free_port, request, wait_until, Subscriber};
+use disk_support::{free_port, publish, request, wait_until, Subscriber};
 
 const SUBSCRIBERS: usize = 20;
 const PUBLISHERS: usize = 4;
@@ -110,16 +110,7 @@ async fn publisher(addr: SocketAddr, p: usize, acked: Acked, stop: Arc<AtomicBoo
     while !stop.load(Ordering::SeqCst) {
         let data = format!("{p}-{n}");
         n += 1;
-        let body = serde_json::json!({ "topic": TOPIC, "data": data }).to_string();
-        match request(
-            addr,
-            "POST",
-            "/publish",
-            Some("application/json"),
-            body.as_bytes(),
-        )
-        .await
-        {
+        match publish(addr, TOPIC, &data).await {
             Ok(response) if response.status == 200 => {
                 let answer: serde_json::Value =
                     serde_json::from_str(&response.body).expect("JSON answer");

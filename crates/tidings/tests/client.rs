@@ -71,8 +71,7 @@ async fn a_crlf_split_across_reads_is_one_line_end() {
         b"\n",
     ])])
     .await;
-    let items = all_described(quick(&server.url("/")).build().expect("valid")).await;
-    let events: Vec<_> = items.iter().filter(|i| i.starts_with("event")).collect();
+    let events = events_from(&server).await;
     assert_eq!(events, [r#"event message "a\nb" id="""#]);
 }
 
@@ -85,8 +84,7 @@ async fn one_bom_is_dropped_per_connection_even_split_across_reads() {
         stream(&[b"\xEF\xBB\xBFdata: y\n\n\xEF\xBB\xBFdata: lost\n\n"]),
     ])
     .await;
-    let items = all_described(quick(&server.url("/")).build().expect("valid")).await;
-    let events: Vec<_> = items.iter().filter(|i| i.starts_with("event")).collect();
+    let events = events_from(&server).await;
     assert_eq!(
         events,
         [r#"event message "x" id="""#, r#"event message "y" id="""#]
@@ -102,8 +100,7 @@ async fn utf8_split_across_reads_decodes_whole() {
         b"data: bad \xFF\n\n",
     ])])
     .await;
-    let items = all_described(quick(&server.url("/")).build().expect("valid")).await;
-    let events: Vec<_> = items.iter().filter(|i| i.starts_with("event")).collect();
+    let events = events_from(&server).await;
     assert_eq!(
         events,
         [
@@ -120,8 +117,7 @@ async fn an_id_inside_an_unfinished_event_is_not_sent_back() {
         b"id: 2\ndata: b\n", // cut off: no blank line before the connection ends
     ])])
     .await;
-    let items = all_described(quick(&server.url("/")).build().expect("valid")).await;
-    let events: Vec<_> = items.iter().filter(|i| i.starts_with("event")).collect();
+    let events = events_from(&server).await;
     assert_eq!(events, [r#"event message "a" id="1""#]);
 
     let requests = server.requests();

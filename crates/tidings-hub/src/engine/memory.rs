@@ -344,7 +344,7 @@ mod tests {
 
     use super::*;
     use crate::engine::test_support::{
-        data, fill_a_past_its_limit, filter, first_of_a_was_trimmed, new_event,
+        self, data, fill_a_past_its_limit, filter, first_of_a_was_trimmed, new_event,
         reads_merge_in_order,
     };
 
@@ -390,16 +390,7 @@ mod tests {
 
     #[tokio::test]
     async fn live_feed_is_in_id_order() {
-        let engine = MemoryEngine::new(10, None);
-        let mut live = engine.subscribe_live();
-        let stored = engine
-            .append(vec![new_event(&["a"], "1"), new_event(&["b"], "2")])
-            .await
-            .expect("append");
-        for expected in &stored {
-            let got = live.recv().await.expect("live event");
-            assert_eq!(got.id, expected.id);
-        }
+        test_support::live_feed_is_in_id_order(&MemoryEngine::new(10, None)).await;
     }
 
     #[tokio::test]

@@ -135,3 +135,18 @@ pub(crate) async fn first_of_a_was_trimmed(engine: &dyn Engine, origin: EventId,
     assert_eq!((info[0].retained, info[0].published), (2, 3));
     assert_eq!(info[0].last_id, Some(ids[2]));
 }
+
+/// The live-feed contract: appended events reach a live subscriber in id order, and the
+/// head is the last of them.
+pub(crate) async fn live_feed_is_in_id_order(engine: &dyn Engine) {
+    let mut live = engine.subscribe_live();
+    let stored = engine
+        .append(vec![new_event(&["a"], "1"), new_event(&["b"], "2")])
+        .await
+        .expect("append");
+    for expected in &stored {
+        let got = live.recv().await.expect("live event");
+        assert_eq!(got.id, expected.id);
+    }
+    assert_eq!(engine.head().await.expect("head"), stored[1].id);
+}

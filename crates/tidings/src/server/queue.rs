@@ -150,13 +150,17 @@ struct QueueState {
     /// `disconnect` policy closes the session, so that it stops waiting for a client that
     /// does not read.
     stalled_writer: Option<Waker>,
+    /// Producers waiting in `room()` or `push_when_room()`: a drain notifies only when
+    /// there are any (most sessions never have one, and notifying takes a lock).
+    room_waiters: usize,
 }
 
 /// The shared half of a session: its queue, its close state, and its wake-ups.
 pub(crate) struct Link {
     state: Mutex<QueueState>,
     max_bytes: usize,
-    /// Notified when the session closes and when the consumer drains (room appeared).
+    /// Notified when the session closes, and when the consumer drains while producers wait
+    /// for room.
     changed: Notify,
 }
 
@@ -307,8 +311,11 @@ impl Link {
         let dropped = std::mem::take(&mut q.pending_dropped);
         let out = take_write(&mut q);
         q.in_flight = true;
+        let room_waiters = q.room_waiters > 0;
         drop(q);
-        self.changed.notify_waiters();
+        if room_waiters {
+            self.changed.notify_waiters();
+        }
         Drained::Data(out, dropped)
     }
 
@@ -420,6 +427,7 @@ impl Link {
 
     /// Resolves once less than the bound is queued (or the session is closed).
     pub(crate) async fn room(&self) {
+        let _waiting = RoomWaiter::new(self);
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -437,6 +445,7 @@ impl Link {
     /// Queues `bytes` once there is room for them, waiting instead of applying a policy
     /// (back-pressure for a producer that can wait).
     pub(crate) async fn push_when_room(&self, bytes: Bytes) -> Result<(), Error> {
+        let _waiting = RoomWaiter::new(self);
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -453,6 +462,23 @@ impl Link {
             }
             notified.await;
         }
+    }
+}
+
+/// Counts a producer as waiting for room for as long as it waits, also when its future
+/// is dropped mid-wait (see `QueueState::room_waiters`).
+struct RoomWaiter<'a>(&'a Link);
+
+impl RoomWaiter<'_> {
+    fn new(link: &Link) -> RoomWaiter<'_> {
+        link.lock().room_waiters += 1;
+        RoomWaiter(link)
+    }
+}
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.lock().room_waiters -= 1;
     }
 }
 

@@ -170,6 +170,15 @@ pub async fn all_described(source: EventSource) -> Vec<String> {
     all_items(source).await.iter().map(describe).collect()
 }
 
+/// The events (described, without state changes or errors) a quick source reads from
+/// `server` until its script ends.
+pub async fn events_from(server: &Server) -> Vec<String> {
+    let source = quick(&server.url("/")).build().expect("valid");
+    let mut items = all_described(source).await;
+    items.retain(|item| item.starts_with("event"));
+    items
+}
+
 /// A source that reconnects quickly, for scripts with several connections.
 pub fn quick(url: &str) -> tidings::client::Builder {
     EventSource::builder(url).retry(Duration::from_millis(10))

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
 use crate::engine::test_support::{
-    data, fill_a_past_its_limit, filter, first_of_a_was_trimmed, new_event, reads_merge_in_order,
+    self as test_support, data, fill_a_past_its_limit, filter, first_of_a_was_trimmed, new_event,
+    reads_merge_in_order,
 };
 
 /// Options with `max_events` per topic and no background trimming (tests run it).
@@ -187,16 +188,7 @@ async fn retention_runs_are_bounded() {
 async fn live_feed_is_in_id_order_after_commit() {
     let dir = tempfile::tempdir().expect("temp dir");
     let engine = DiskEngine::open(dir.path(), options(10)).expect("open");
-    let mut live = engine.subscribe_live();
-    let stored = engine
-        .append(vec![new_event(&["a"], "1"), new_event(&["b"], "2")])
-        .await
-        .expect("append");
-    for expected in &stored {
-        let got = live.recv().await.expect("live event");
-        assert_eq!(got.id, expected.id);
-    }
-    assert_eq!(engine.head().await.expect("head"), stored[1].id);
+    test_support::live_feed_is_in_id_order(&engine).await;
 }
 
 #[tokio::test]

@@ -60,7 +60,11 @@ pub(crate) async fn serve(
         .extensions
         .remove::<DirectLink>()
         .map(|DirectLink(link)| link);
-    let direct = direct_writes && is_plain_event_stream(&parts);
+    let direct = if direct_writes && is_plain_event_stream(&parts) {
+        Direct::Allowed
+    } else {
+        Direct::Off
+    };
     let framing = Framing::choose(version, body.size_hint().exact());
     let date = httpdate::fmt_http_date(SystemTime::now());
     let head = encode_response_head(&parts, framing, &date).freeze();
@@ -90,7 +94,6 @@ pub(crate) async fn serve(
         out: Some(out),
         link,
         direct,
-        direct_on: false,
         holding: true,
         ending,
         _done: done,
@@ -196,10 +199,8 @@ struct LeanStream {
     out: Option<Framed>,
     /// The session's queue, when the body is a session's.
     link: Option<Arc<Link>>,
-    /// Direct writes are allowed for this response.
-    direct: bool,
-    /// The queue has been given the wire.
-    direct_on: bool,
+    /// Whether the session's queue writes events directly.
+    direct: Direct,
     /// This task holds the wire (it took a frame, or a direct write left a remainder):
     /// release it once everything owed is written.
     holding: bool,
@@ -207,6 +208,17 @@ struct LeanStream {
     ending: bool,
     /// Held while the connection lives: see `Serve::run`.
     _done: watch::Receiver<()>,
+}
+
+/// Direct writes for one stream (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direct {
+    /// Not for this response (turned off, or a body that is not a plain event stream).
+    Off,
+    /// Allowed, from when the preamble is out.
+    Allowed,
+    /// The session's queue has the wire.
+    On,
 }
 
 impl Future for LeanStream {
@@ -252,15 +264,15 @@ impl LeanStream {
             }
             if self.holding {
                 self.holding = false;
-                if let Some(link) = self.link.as_ref().filter(|_| self.direct) {
-                    if self.direct_on {
-                        link.release_wire();
-                    } else {
+                match (&self.link, self.direct) {
+                    (Some(link), Direct::On) => link.release_wire(),
+                    (Some(link), Direct::Allowed) => {
                         // The preamble is out: the queue may write from now on.
                         let wire: Arc<dyn DirectWrite> = self.wire.clone();
                         link.set_direct(wire);
-                        self.direct_on = true;
+                        self.direct = Direct::On;
                     }
+                    _ => {}
                 }
             }
             match Pin::new(&mut self.body).poll_frame(cx) {
