@@ -3,7 +3,8 @@
 //! the session's own queue — and the connection is watched for the client going away.
 //!
 //! Each wake-up of the body (everything queued for the session, coalesced by the session
-//! into one frame) becomes one vectored write: chunk line, data, `\r\n`.
+//! into one frame) becomes one vectored write (`sendmsg(2)` on Linux): chunk line, data,
+//! `\r\n`.
 //!
 //! With direct writes on (`Serve::direct_writes`), once the preamble is out the session's
 //! queue is given the socket (a [`Wire`]): an event pushed while nothing is queued or
@@ -26,6 +27,10 @@ use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http_body::Body as _;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use socket2::SockRef;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -182,13 +187,31 @@ impl DirectWrite for Wire {
 fn write_some(stream: &TcpStream, out: &mut Framed) -> io::Result<()> {
     let mut slices = [IoSlice::new(&[]); 5];
     let count = out.chunks_vectored(&mut slices);
-    match stream.try_write_vectored(&slices[..count])? {
+    let written = send_vectored(stream, &slices[..count])?;
+    match written {
         0 => Err(io::ErrorKind::WriteZero.into()),
         written => {
             out.advance(written);
             Ok(())
         }
     }
+}
+
+/// Writes `slices` without waiting, with `sendmsg(2)` and `MSG_NOSIGNAL`: a socket write
+/// that skips the file layer `writev(2)` goes through (about 5% of the hub's CPU per
+/// delivery in a fan-out to 5,000 streams, in `perf`), and a client that has gone away
+/// gives `EPIPE`, never `SIGPIPE`, whatever the process does with that signal.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send_vectored(stream: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    stream.try_io(Interest::WRITABLE, || {
+        SockRef::from(stream).send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
+    })
+}
+
+/// Writes `slices` without waiting (`writev(2)`).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn send_vectored(stream: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    stream.try_write_vectored(slices)
 }
 
 /// One response being written to its socket: the task of a lean connection.
