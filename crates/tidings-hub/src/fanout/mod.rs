@@ -25,7 +25,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
 
-use tidings::server::{PushOutcome, Session, SlowClientPolicy};
+use tidings::server::{prefetch, PushOutcome, Session, SlowClientPolicy};
 use tidings::EventId;
 
 use crate::engine::{Engine, StoredEvent};
@@ -245,6 +245,15 @@ impl Fanout {
         for (i, subscriber) in subscribers.iter().enumerate() {
             if direct && i % BACKLOG_CHECK_EVERY == BACKLOG_CHECK_EVERY - 1 && backlog() {
                 direct = false;
+            }
+            // Start loading the next subscribers' memory while this one's write is in the
+            // kernel: the record two ahead, then (its pointer now in cache) the queue of
+            // the next one.
+            if let Some(ahead) = subscribers.get(i + 2) {
+                prefetch(&**ahead);
+            }
+            if let Some(next) = subscribers.get(i + 1) {
+                next.session.prefetch();
             }
             self.deliver(subscriber, event, &bytes, direct);
         }

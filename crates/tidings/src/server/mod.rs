@@ -23,6 +23,7 @@ mod axum;
 mod channel;
 mod gap;
 mod history;
+mod prefetch;
 mod queue;
 #[cfg(feature = "serve")]
 mod serve;
@@ -34,6 +35,7 @@ pub use self::axum::LastEventId;
 pub use channel::{Broadcast, Channel, ChannelBuilder, ChannelStats, Lifecycle};
 pub use gap::{Gap, GapReason, GAP_EVENT_TYPE};
 pub use history::HistoryLimits;
+pub use prefetch::prefetch;
 pub use queue::{PushOutcome, SessionStats, SlowClientPolicy};
 #[cfg(feature = "serve")]
 pub use serve::{serve, Serve};

@@ -152,11 +152,13 @@ pub fn last_event_id_from_request(headers: &HeaderMap, uri: &Uri) -> Option<Stri
 /// ```
 pub struct Session<S = ()> {
     inner: Arc<Inner<S>>,
+    /// The queue, held here as well as by the stream, not in `inner`: a push reaches it
+    /// without first loading `inner` (one cache miss fewer per session in a fan-out).
+    link: Arc<Link>,
 }
 
 struct Inner<S> {
     id: SessionId,
-    link: Arc<Link>,
     last_event_id: Option<String>,
     state: S,
 }
@@ -165,6 +167,7 @@ impl<S> Clone for Session<S> {
     fn clone(&self) -> Session<S> {
         Session {
             inner: Arc::clone(&self.inner),
+            link: Arc::clone(&self.link),
         }
     }
 }
@@ -188,10 +191,10 @@ impl<S: Send + Sync + 'static> Session<S> {
         let session = Session {
             inner: Arc::new(Inner {
                 id,
-                link,
                 last_event_id: config.last_event_id,
                 state,
             }),
+            link,
         };
         (session, stream)
     }
@@ -239,7 +242,7 @@ impl<S> Session<S> {
     /// # Errors
     /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the session is closed.
     pub fn push_bytes(&self, bytes: Bytes, policy: SlowClientPolicy) -> Result<PushOutcome, Error> {
-        self.inner.link.push(bytes, policy, true)
+        self.link.push(bytes, policy, true)
     }
 
     /// As [`Session::push_bytes`], but always through the queue, never written from this
@@ -254,7 +257,16 @@ impl<S> Session<S> {
         bytes: Bytes,
         policy: SlowClientPolicy,
     ) -> Result<PushOutcome, Error> {
-        self.inner.link.push(bytes, policy, false)
+        self.link.push(bytes, policy, false)
+    }
+
+    /// Hints the CPU to start loading what a push to this session touches first (its
+    /// queue), without waiting for it: see [`prefetch`](super::prefetch). In a loop that
+    /// pushes to many sessions, call it for the next session before pushing to this one,
+    /// so that the next push's cache misses overlap this one's write.
+    #[inline]
+    pub fn prefetch(&self) {
+        super::prefetch(&*self.link);
     }
 
     /// Queues replayed history, whatever the queue bound (history is bounded itself).
@@ -262,14 +274,14 @@ impl<S> Session<S> {
     /// # Errors
     /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the session is closed.
     pub fn push_replay(&self, items: impl IntoIterator<Item = Bytes>) -> Result<(), Error> {
-        self.inner.link.push_unbounded(items)
+        self.link.push_unbounded(items)
     }
 
     /// Resolves once the queue holds less than its bound (or the session is closed): a
     /// producer of replay pages waits here between pages, so replaying a long history
     /// holds one page and one queue in memory, not the whole history.
     pub async fn room(&self) {
-        self.inner.link.room().await;
+        self.link.room().await;
     }
 
     /// Queues a [`Gap`] notice, whatever the queue bound.
@@ -293,7 +305,7 @@ impl<S> Session<S> {
     {
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
-            self.inner.link.push_when_room(event.encode()?).await?;
+            self.link.push_when_room(event.encode()?).await?;
         }
         Ok(())
     }
@@ -302,31 +314,31 @@ impl<S> Session<S> {
     /// Browsers reconnect after their retry time unless the page calls `close()`; to tell
     /// them to stop for good, answer their next request with 204 No Content.
     pub fn close(&self) {
-        self.inner.link.close(CloseReason::Server);
+        self.link.close(CloseReason::Server);
     }
 
     /// Whether the session is closed (by the server, the slow-client policy, or the client).
     pub fn is_closed(&self) -> bool {
-        self.inner.link.is_closed()
+        self.link.is_closed()
     }
 
     /// Resolves once the session is closed: the client went away (noticed when the
     /// connection ends or a write fails; keep-alive makes that prompt), the server closed
     /// it, or the slow-client policy did.
     pub async fn closed(&self) {
-        self.inner.link.closed().await;
+        self.link.closed().await;
     }
 
     /// Runs `callback` once when the session closes (at once if it already has). It never
     /// runs while a Tidings lock is held, so it may call into channels.
     pub fn on_close(&self, callback: impl FnOnce(SessionId) + Send + Sync + 'static) {
         let id = self.inner.id;
-        self.inner.link.on_close(Box::new(move || callback(id)));
+        self.link.on_close(Box::new(move || callback(id)));
     }
 
     /// The queue's counters.
     pub fn stats(&self) -> SessionStats {
-        self.inner.link.stats()
+        self.link.stats()
     }
 }
 
