@@ -81,6 +81,26 @@ pub enum PushOutcome {
     Disconnected,
 }
 
+impl PushOutcome {
+    /// What two pushes to one session in a row did, as one outcome: the drops or
+    /// replacements added up, `Disconnected` if either disconnected.
+    #[must_use]
+    pub fn and(self, next: PushOutcome) -> PushOutcome {
+        match (self, next) {
+            (PushOutcome::Disconnected, _) | (_, PushOutcome::Disconnected) => {
+                PushOutcome::Disconnected
+            }
+            (PushOutcome::DroppedOldest(a), PushOutcome::DroppedOldest(b)) => {
+                PushOutcome::DroppedOldest(a + b)
+            }
+            (PushOutcome::Replaced(a), PushOutcome::Replaced(b)) => PushOutcome::Replaced(a + b),
+            (PushOutcome::Queued, other) | (other, PushOutcome::Queued) => other,
+            // One session has one policy, so drops and replacements never mix.
+            (first, _) => first,
+        }
+    }
+}
+
 /// Counters of one session's queue, for observability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SessionStats {
@@ -197,6 +217,20 @@ impl Link {
         policy: SlowClientPolicy,
         direct: bool,
     ) -> Result<PushOutcome, Error> {
+        self.push_joined(std::slice::from_ref(&bytes), &bytes, policy, direct)
+    }
+
+    /// Queues each of `parts` in turn under `policy`, exactly as that many [`Link::push`]
+    /// calls would — or, when `direct` allows (as for `push`), writes `joined`, which is
+    /// the parts back to back, through the transport in one go.
+    pub(crate) fn push_joined(
+        &self,
+        parts: &[Bytes],
+        joined: &Bytes,
+        policy: SlowClientPolicy,
+        direct: bool,
+    ) -> Result<PushOutcome, Error> {
+        debug_assert_eq!(joined.len(), parts.iter().map(Bytes::len).sum::<usize>());
         let mut q = self.lock();
         if q.closed.is_some() {
             return Err(closed_error());
@@ -206,7 +240,7 @@ impl Link {
             .as_ref()
             .filter(|_| direct && !q.in_flight && q.items.is_empty() && q.pending_dropped == 0)
         {
-            match transport.try_write(&bytes) {
+            match transport.try_write(joined) {
                 DirectOutcome::Written => {
                     q.last_direct = Some(Instant::now());
                     return Ok(PushOutcome::Queued);
@@ -225,15 +259,11 @@ impl Link {
             }
         }
         let mut outcome = PushOutcome::Queued;
-        // A single event larger than the whole bound still goes through an empty queue:
-        // the bound is about falling behind, not about event size.
-        if !q.items.is_empty() && q.bytes + bytes.len() > self.max_bytes {
-            match policy {
-                SlowClientPolicy::Disconnect => {
-                    q.items.clear();
-                    q.bytes = 0;
-                    q.closed = Some(CloseReason::Slow);
-                    q.stats.disconnected_slow = true;
+        for part in parts {
+            match self.make_room(&mut q, part.len(), policy) {
+                Some(made) => outcome = outcome.and(made),
+                None => {
+                    // Disconnected: the queue is closed and cleared.
                     let waker = q.waker.take();
                     let stalled = q.stalled_writer.take();
                     drop(q);
@@ -243,29 +273,59 @@ impl Link {
                     }
                     return Ok(PushOutcome::Disconnected);
                 }
-                SlowClientPolicy::DropOldest => {
-                    let mut dropped = 0;
-                    while !q.items.is_empty() && q.bytes + bytes.len() > self.max_bytes {
-                        if let Some(old) = q.items.pop_front() {
-                            q.bytes -= old.len();
-                            dropped += 1;
-                        }
+            }
+            q.bytes += part.len();
+            q.items.push_back(part.clone());
+        }
+        let waker = q.waker.take();
+        drop(q);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(outcome)
+    }
+
+    /// Applies `policy` so that `len` more bytes fit: what it did, or `None` when it
+    /// closed the session (`disconnect`).
+    fn make_room(
+        &self,
+        q: &mut QueueState,
+        len: usize,
+        policy: SlowClientPolicy,
+    ) -> Option<PushOutcome> {
+        // A single event larger than the whole bound still goes through an empty queue:
+        // the bound is about falling behind, not about event size.
+        if q.items.is_empty() || q.bytes + len <= self.max_bytes {
+            return Some(PushOutcome::Queued);
+        }
+        match policy {
+            SlowClientPolicy::Disconnect => {
+                q.items.clear();
+                q.bytes = 0;
+                q.closed = Some(CloseReason::Slow);
+                q.stats.disconnected_slow = true;
+                None
+            }
+            SlowClientPolicy::DropOldest => {
+                let mut dropped = 0;
+                while !q.items.is_empty() && q.bytes + len > self.max_bytes {
+                    if let Some(old) = q.items.pop_front() {
+                        q.bytes -= old.len();
+                        dropped += 1;
                     }
-                    q.pending_dropped += dropped;
-                    q.stats.dropped += dropped;
-                    outcome = PushOutcome::DroppedOldest(dropped);
                 }
-                SlowClientPolicy::LatestOnly => {
-                    let replaced = q.items.len() as u64;
-                    q.items.clear();
-                    q.bytes = 0;
-                    q.stats.replaced += replaced;
-                    outcome = PushOutcome::Replaced(replaced);
-                }
+                q.pending_dropped += dropped;
+                q.stats.dropped += dropped;
+                Some(PushOutcome::DroppedOldest(dropped))
+            }
+            SlowClientPolicy::LatestOnly => {
+                let replaced = q.items.len() as u64;
+                q.items.clear();
+                q.bytes = 0;
+                q.stats.replaced += replaced;
+                Some(PushOutcome::Replaced(replaced))
             }
         }
-        enqueue_and_wake(q, bytes);
-        Ok(outcome)
     }
 
     /// Queues replayed history whatever the bound: history is bounded itself, the items
@@ -560,6 +620,92 @@ mod tests {
         // Batches are cut near BATCH_BYTES.
         let many = vec![4000; 10];
         assert_eq!(writes(queue(&many)), [16000, 16000, 8000]);
+    }
+
+    /// A transport that takes everything while `open`, and records each write.
+    #[derive(Default)]
+    struct Recording {
+        open: std::sync::atomic::AtomicBool,
+        writes: Mutex<Vec<Bytes>>,
+    }
+
+    impl DirectWrite for Recording {
+        fn try_write(&self, data: &Bytes) -> DirectOutcome {
+            if !self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                return DirectOutcome::NotNow;
+            }
+            self.writes.lock().unwrap().push(data.clone());
+            DirectOutcome::Written
+        }
+    }
+
+    fn parts(lens: &[usize]) -> (Vec<Bytes>, Bytes) {
+        let parts: Vec<Bytes> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| Bytes::from(vec![b'a' + i as u8; len]))
+            .collect();
+        let joined = parts.concat().into();
+        (parts, joined)
+    }
+
+    fn queued(link: &Link) -> Vec<usize> {
+        link.lock().items.iter().map(Bytes::len).collect()
+    }
+
+    #[test]
+    fn joined_parts_go_out_in_one_direct_write() {
+        let link = Link::new(1000);
+        let transport = Arc::new(Recording::default());
+        transport
+            .open
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        link.set_direct(transport.clone());
+        let (parts, joined) = parts(&[10, 20, 30]);
+        let outcome = link.push_joined(&parts, &joined, SlowClientPolicy::Disconnect, true);
+        assert_eq!(outcome.unwrap(), PushOutcome::Queued);
+        assert_eq!(*transport.writes.lock().unwrap(), [joined]);
+        assert!(queued(&link).is_empty());
+    }
+
+    #[test]
+    fn joined_parts_that_cannot_go_direct_are_queued_one_by_one_under_the_policy() {
+        // As separate pushes would: each part is an event the policy counts on its own.
+        for (policy, expected, left) in [
+            (
+                SlowClientPolicy::DropOldest,
+                PushOutcome::DroppedOldest(3),
+                vec![40, 50],
+            ),
+            (
+                SlowClientPolicy::LatestOnly,
+                PushOutcome::Replaced(4),
+                vec![50],
+            ),
+            (
+                SlowClientPolicy::Disconnect,
+                PushOutcome::Disconnected,
+                vec![],
+            ),
+        ] {
+            let link = Link::new(150);
+            let transport = Arc::new(Recording::default()); // closed: NotNow
+            link.set_direct(transport.clone());
+            let (first, _) = parts(&[60, 60]);
+            for part in first {
+                link.push(part, policy, true).unwrap();
+            }
+            let (parts, joined) = parts(&[100, 40, 50]);
+            let outcome = link.push_joined(&parts, &joined, policy, true).unwrap();
+            assert_eq!(outcome, expected, "{policy}");
+            assert_eq!(queued(&link), left, "{policy}");
+            assert!(transport.writes.lock().unwrap().is_empty(), "{policy}");
+            assert_eq!(
+                link.is_closed(),
+                policy == SlowClientPolicy::Disconnect,
+                "{policy}"
+            );
+        }
     }
 
     #[test]

@@ -260,6 +260,24 @@ impl<S> Session<S> {
         self.link.push(bytes, policy, false)
     }
 
+    /// Pushes several already-encoded events at once: written in one go when they can be
+    /// written at once (as [`Session::push_bytes`] would write one), queued one by one under
+    /// `policy` otherwise, exactly as that many `push_bytes` calls would queue them.
+    /// `joined` must be `events` back to back; a fan-out that falls behind builds it once
+    /// for every session that gets the same run of events, so that each connection gets
+    /// one write per run instead of one per event.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the session is closed.
+    pub fn push_bytes_joined(
+        &self,
+        events: &[Bytes],
+        joined: &Bytes,
+        policy: SlowClientPolicy,
+    ) -> Result<PushOutcome, Error> {
+        self.link.push_joined(events, joined, policy, true)
+    }
+
     /// Hints the CPU to start loading what a push to this session touches first (its
     /// queue), without waiting for it: see [`prefetch`](super::prefetch). In a loop that
     /// pushes to many sessions, call it for the next session before pushing to this one,
