@@ -217,7 +217,22 @@ impl Link {
         policy: SlowClientPolicy,
         direct: bool,
     ) -> Result<PushOutcome, Error> {
-        self.push_joined(std::slice::from_ref(&bytes), &bytes, policy, direct)
+        let mut q = self.lock();
+        if q.closed.is_some() {
+            return Err(closed_error());
+        }
+        if let Some(waker) = write_direct(&mut q, &bytes, direct) {
+            drop(q);
+            if let Some(w) = waker {
+                w.wake();
+            }
+            return Ok(PushOutcome::Queued);
+        }
+        let Some(outcome) = self.make_room(&mut q, bytes.len(), policy) else {
+            return Ok(self.disconnected(q));
+        };
+        enqueue_and_wake(q, bytes);
+        Ok(outcome)
     }
 
     /// Queues each of `parts` in turn under `policy`, exactly as that many [`Link::push`]
@@ -235,45 +250,19 @@ impl Link {
         if q.closed.is_some() {
             return Err(closed_error());
         }
-        if let Some(transport) = q
-            .direct
-            .as_ref()
-            .filter(|_| direct && !q.in_flight && q.items.is_empty() && q.pending_dropped == 0)
-        {
-            match transport.try_write(joined) {
-                DirectOutcome::Written => {
-                    q.last_direct = Some(Instant::now());
-                    return Ok(PushOutcome::Queued);
-                }
-                DirectOutcome::Started => {
-                    q.last_direct = Some(Instant::now());
-                    q.in_flight = true;
-                    let waker = q.waker.take();
-                    drop(q);
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
-                    return Ok(PushOutcome::Queued);
-                }
-                DirectOutcome::NotNow => {}
+        if let Some(waker) = write_direct(&mut q, joined, direct) {
+            drop(q);
+            if let Some(w) = waker {
+                w.wake();
             }
+            return Ok(PushOutcome::Queued);
         }
         let mut outcome = PushOutcome::Queued;
         for part in parts {
-            match self.make_room(&mut q, part.len(), policy) {
-                Some(made) => outcome = outcome.and(made),
-                None => {
-                    // Disconnected: the queue is closed and cleared.
-                    let waker = q.waker.take();
-                    let stalled = q.stalled_writer.take();
-                    drop(q);
-                    self.changed.notify_waiters();
-                    for w in [waker, stalled].into_iter().flatten() {
-                        w.wake();
-                    }
-                    return Ok(PushOutcome::Disconnected);
-                }
-            }
+            let Some(made) = self.make_room(&mut q, part.len(), policy) else {
+                return Ok(self.disconnected(q));
+            };
+            outcome = outcome.and(made);
             q.bytes += part.len();
             q.items.push_back(part.clone());
         }
@@ -283,6 +272,18 @@ impl Link {
             w.wake();
         }
         Ok(outcome)
+    }
+
+    /// The `disconnect` policy has closed the queue: wakes whoever waits on it.
+    fn disconnected(&self, mut q: MutexGuard<'_, QueueState>) -> PushOutcome {
+        let waker = q.waker.take();
+        let stalled = q.stalled_writer.take();
+        drop(q);
+        self.changed.notify_waiters();
+        for w in [waker, stalled].into_iter().flatten() {
+            w.wake();
+        }
+        PushOutcome::Disconnected
     }
 
     /// Applies `policy` so that `len` more bytes fit: what it did, or `None` when it
@@ -573,6 +574,27 @@ fn take_write(q: &mut QueueState) -> Bytes {
 }
 
 /// Appends `bytes` and wakes the consumer, after releasing the lock.
+/// Writes `data` through the transport when `direct` allows it, one is set and nothing
+/// is queued, owed or in flight: `Some` (with the consumer's waker to wake once the lock
+/// is released, when a remainder is left for it) when it went out or started to.
+fn write_direct(q: &mut QueueState, data: &Bytes, direct: bool) -> Option<Option<Waker>> {
+    if !direct || q.in_flight || !q.items.is_empty() || q.pending_dropped != 0 {
+        return None;
+    }
+    match q.direct.as_ref()?.try_write(data) {
+        DirectOutcome::Written => {
+            q.last_direct = Some(Instant::now());
+            Some(None)
+        }
+        DirectOutcome::Started => {
+            q.last_direct = Some(Instant::now());
+            q.in_flight = true;
+            Some(q.waker.take())
+        }
+        DirectOutcome::NotNow => None,
+    }
+}
+
 fn enqueue_and_wake(mut q: MutexGuard<'_, QueueState>, bytes: Bytes) {
     q.bytes += bytes.len();
     q.items.push_back(bytes);
