@@ -112,7 +112,9 @@ impl Serve {
     /// that pushes it, while nothing is queued ahead of it, instead of waking the
     /// connection's task to do it: one syscall per event and no task switch. What the
     /// socket does not take at once is queued as usual (and the slow-client policy
-    /// applies). Off by default.
+    /// applies). A producer with several events for a session at once writes them in
+    /// one syscall with [`Session::push_bytes_joined`](super::Session::push_bytes_joined).
+    /// Off by default.
     ///
     /// Turn it on only when no layer rewrites the bytes of event-stream bodies (e.g.
     /// compression): direct writes bypass the body. As a guard, only a `200`
