@@ -6,16 +6,13 @@
 //! A test binary of its own: it changes this process's `SIGPIPE` disposition.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Uri};
-use axum::routing::get;
-use axum::Router;
-use tidings::server::{Session, SessionConfig, SessionStream};
 use tidings::Event;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 /// A generous guard so a broken test fails instead of hanging; never a performance bound.
 const GUARD: Duration = Duration::from_secs(20);
@@ -28,34 +25,11 @@ async fn writing_to_a_client_that_has_gone_ends_the_stream_without_sigpipe() {
     assert_ne!(previous, libc::SIG_ERR, "SIGPIPE set to its default action");
 
     for direct_writes in [false, true] {
-        let (tx, mut sessions) = mpsc::unbounded_channel();
-        let events = move |headers: HeaderMap, uri: Uri| {
-            let tx = tx.clone();
-            async move {
-                let config = SessionConfig::from_request(&headers, &uri).keep_alive(None);
-                let (session, stream): (Session, SessionStream) = Session::new(config, ());
-                tx.send(session).expect("the test is listening");
-                stream
-            }
-        };
-        let app = Router::new().route("/events", get(events));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(async move {
-            tidings::server::serve(listener, app)
-                .direct_writes(direct_writes)
-                .await
-        });
+        let (addr, mut sessions) =
+            common::serve_sessions(direct_writes, |config| config.keep_alive(None)).await;
 
         let mut client = TcpStream::connect(addr).await.expect("connect");
-        client
-            .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-            .await
-            .expect("write");
-        let session = tokio::time::timeout(GUARD, sessions.recv())
-            .await
-            .expect("a session within the guard")
-            .expect("a session");
+        let session = common::open_session(&mut client, &mut sessions).await;
         session.push(&Event::new().data("first")).expect("open");
         let mut seen = Vec::new();
         tokio::time::timeout(GUARD, async {
@@ -85,6 +59,5 @@ async fn writing_to_a_client_that_has_gone_ends_the_stream_without_sigpipe() {
         .unwrap_or_else(|_| {
             panic!("the session of a gone client closes (direct writes: {direct_writes})")
         });
-        server.abort();
     }
 }

@@ -5,16 +5,13 @@
 //! A test binary of its own: it counts this process's open file descriptors.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Uri};
-use axum::routing::get;
-use axum::Router;
-use tidings::server::{PushOutcome, Session, SessionConfig, SessionStream};
+use tidings::server::PushOutcome;
 use tidings::Event;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::mpsc;
+use tokio::net::TcpSocket;
 
 /// A generous guard so a broken test fails instead of hanging; never a performance bound.
 const GUARD: Duration = Duration::from_secs(20);
@@ -28,38 +25,15 @@ fn open_fds() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_when_the_policy_disconnects_it() {
     for direct_writes in [false, true] {
-        let (tx, mut sessions) = mpsc::unbounded_channel();
-        let events = move |headers: HeaderMap, uri: Uri| {
-            let tx = tx.clone();
-            async move {
-                let config = SessionConfig::from_request(&headers, &uri)
-                    .keep_alive(None)
-                    .max_queue_bytes(16 * 1024);
-                let (session, stream): (Session, SessionStream) = Session::new(config, ());
-                tx.send(session).expect("the test is listening");
-                stream
-            }
-        };
-        let app = Router::new().route("/events", get(events));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(async move {
-            tidings::server::serve(listener, app)
-                .direct_writes(direct_writes)
-                .await
-        });
+        let (addr, mut sessions) = common::serve_sessions(direct_writes, |config| {
+            config.keep_alive(None).max_queue_bytes(16 * 1024)
+        })
+        .await;
 
         let socket = TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(4096).expect("rcvbuf");
         let mut client = socket.connect(addr).await.expect("connect");
-        client
-            .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-            .await
-            .expect("write");
-        let session = tokio::time::timeout(GUARD, sessions.recv())
-            .await
-            .expect("a session within the guard")
-            .expect("a session");
+        let session = common::open_session(&mut client, &mut sessions).await;
         let with_connection = open_fds();
 
         // The client never reads: the socket fills, then the queue, then the policy acts.
@@ -91,6 +65,5 @@ async fn a_client_that_stops_reading_is_dropped_when_the_policy_disconnects_it()
         });
         assert!(session.is_closed());
         drop(client);
-        server.abort();
     }
 }

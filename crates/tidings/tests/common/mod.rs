@@ -6,15 +6,24 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::http::{HeaderMap, Uri};
+use axum::routing::get;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use tidings::server::{Session, SessionConfig, SessionStream};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
 
 /// Serves `app` on 127.0.0.1 on a free port with `tidings::server::serve`: requests to
 /// `/events` take its lean path (HTTP/1) with direct writes, everything else goes through
 /// hyper.
 pub async fn serve(app: axum::Router) -> SocketAddr {
+    serve_with(app, true).await
+}
+
+async fn serve_with(app: axum::Router, direct_writes: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -22,11 +31,49 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
     tokio::spawn(async move {
         tidings::server::serve(listener, app)
             .lean_when(|request| request.uri.path() == "/events")
-            .direct_writes(true)
+            .direct_writes(direct_writes)
             .await
             .expect("serve");
     });
     addr
+}
+
+/// Serves, as [`serve`] does but with `direct_writes` as given, an app whose `/events`
+/// opens a session (its config from the request, then `configure`) and hands it to the
+/// test through the returned receiver.
+pub async fn serve_sessions(
+    direct_writes: bool,
+    configure: fn(SessionConfig) -> SessionConfig,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Session>) {
+    let (tx, sessions) = mpsc::unbounded_channel();
+    let events = move |headers: HeaderMap, uri: Uri| {
+        let tx = tx.clone();
+        async move {
+            let config = configure(SessionConfig::from_request(&headers, &uri));
+            let (session, stream): (Session, SessionStream) = Session::new(config, ());
+            tx.send(session).expect("the test is listening");
+            stream
+        }
+    };
+    let app = axum::Router::new().route("/events", get(events));
+    let addr = serve_with(app, direct_writes).await;
+    (addr, sessions)
+}
+
+/// Sends `GET /events` on `client` (a raw socket to [`serve_sessions`]) and returns the
+/// session the server opened for it.
+pub async fn open_session(
+    client: &mut TcpStream,
+    sessions: &mut mpsc::UnboundedReceiver<Session>,
+) -> Session {
+    client
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .expect("write the request");
+    tokio::time::timeout(Duration::from_secs(20), sessions.recv())
+        .await
+        .expect("a session within 20 s")
+        .expect("a session")
 }
 
 /// One event as read off the wire.
