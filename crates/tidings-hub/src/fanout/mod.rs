@@ -246,7 +246,8 @@ impl Fanout {
     /// thread without waking the connection's task. A run is one event while the fan-out
     /// keeps up; when events arrive faster than a pass over the subscribers takes, the
     /// next run holds all that arrived meanwhile, so falling behind makes each pass
-    /// cheaper per event instead of costlier.
+    /// cheaper per event instead of costlier. Once `backlog` says a burst is waiting (see
+    /// [`BACKLOG_DEPTH`]), the rest of the pass goes through the subscribers' queues.
     fn dispatch(&self, events: &[Arc<StoredEvent>], backlog: &dyn Fn() -> bool) {
         let encoded: Vec<Option<Bytes>> = events
             .iter()
@@ -285,6 +286,7 @@ impl Fanout {
         events: &[Arc<StoredEvent>],
         encoded: &[Option<Bytes>],
     ) -> (Vec<Arc<Subscriber>>, Vec<u64>) {
+        debug_assert!(events.len() <= MAX_RUN_EVENTS, "a run fits its masks");
         let registry = self.read_registry();
         if let ([event], [Some(_)]) = (events, encoded) {
             let subscribers = registry.matching(&event.topics);
