@@ -369,7 +369,7 @@ impl Fanout {
         let pushed = if direct {
             session.push_bytes_joined(parts, joined, self.policy)
         } else {
-            self.push_each_queued(session, parts)
+            session.push_bytes_queued(parts, self.policy)
         };
         match pushed {
             Ok(PushOutcome::Queued) => {
@@ -392,22 +392,6 @@ impl Fanout {
         }
     }
 
-    /// Queues `parts` one by one (never written from this thread), until one is refused.
-    fn push_each_queued(
-        &self,
-        session: &Session,
-        parts: &[Bytes],
-    ) -> Result<PushOutcome, tidings::Error> {
-        let mut outcome = PushOutcome::Queued;
-        for part in parts {
-            outcome = outcome.and(session.push_bytes_queued(part.clone(), self.policy)?);
-            if outcome == PushOutcome::Disconnected {
-                break;
-            }
-        }
-        Ok(outcome)
-    }
-
     /// Delivers the engine's live feed until the feed ends (the engine is dropped) or the
     /// task is aborted. `receiver` must be subscribed before the first append this hub
     /// serves, and `last` must be the engine's head at that moment.
@@ -420,7 +404,7 @@ impl Fanout {
         mut receiver: Receiver<Arc<StoredEvent>>,
         mut last: EventId,
     ) {
-        let mut run: Vec<Arc<StoredEvent>> = Vec::new();
+        let mut waiting: Vec<Arc<StoredEvent>> = Vec::new();
         loop {
             let first = match receiver.recv().await {
                 Ok(event) => event,
@@ -434,20 +418,15 @@ impl Fanout {
                 }
                 Err(RecvError::Closed) => return,
             };
-            // The run: this event and whatever else is already waiting in the feed.
-            run.clear();
-            let mut bytes = 0;
-            let mut next = Some(first);
+            // This event and whatever else is already waiting in the feed, in runs.
+            waiting.clear();
             let mut lagged = None;
             let mut closed = false;
+            let mut next = Some(first);
             while let Some(event) = next.take() {
                 if event.id > last {
                     last = event.id;
-                    bytes += event.data.len();
-                    run.push(event);
-                }
-                if run.len() == MAX_RUN_EVENTS || bytes >= MAX_RUN_BYTES {
-                    break;
+                    waiting.push(event);
                 }
                 match receiver.try_recv() {
                     Ok(event) => next = Some(event),
@@ -456,8 +435,12 @@ impl Fanout {
                     Err(TryRecvError::Closed) => closed = true,
                 }
             }
-            if !run.is_empty() {
-                self.dispatch(&run, &|| receiver.len() >= BACKLOG_DEPTH);
+            let mut dispatched = 0;
+            for run in runs(&waiting) {
+                dispatched += run.len();
+                // Events taken from the feed for later runs wait as much as those in it.
+                let held = waiting.len() - dispatched;
+                self.dispatch(run, &|| held + receiver.len() >= BACKLOG_DEPTH);
             }
             if let Some(skipped) = lagged {
                 tracing::warn!(

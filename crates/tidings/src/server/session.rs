@@ -242,22 +242,23 @@ impl<S> Session<S> {
     /// # Errors
     /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the session is closed.
     pub fn push_bytes(&self, bytes: Bytes, policy: SlowClientPolicy) -> Result<PushOutcome, Error> {
-        self.link.push(bytes, policy, true)
+        self.link.push(bytes, policy)
     }
 
-    /// As [`Session::push_bytes`], but always through the queue, never written from this
-    /// thread (see [`Serve::direct_writes`](super::Serve::direct_writes)): for a producer
-    /// that knows more events follow at once, so that the connection's task writes them
-    /// together, and the writes are spread over the runtime's threads.
+    /// Queues already-encoded events one by one under `policy`, as that many
+    /// [`Session::push_bytes`] calls would, but never writes them from this thread (see
+    /// [`Serve::direct_writes`](super::Serve::direct_writes)): for a producer that knows
+    /// more events follow at once, so that the connection's task writes them together,
+    /// and the writes are spread over the runtime's threads.
     ///
     /// # Errors
     /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the session is closed.
     pub fn push_bytes_queued(
         &self,
-        bytes: Bytes,
+        events: &[Bytes],
         policy: SlowClientPolicy,
     ) -> Result<PushOutcome, Error> {
-        self.link.push(bytes, policy, false)
+        self.link.push_parts(events, None, policy)
     }
 
     /// Pushes several already-encoded events at once: written in one go when they can be
@@ -275,7 +276,7 @@ impl<S> Session<S> {
         joined: &Bytes,
         policy: SlowClientPolicy,
     ) -> Result<PushOutcome, Error> {
-        self.link.push_joined(events, joined, policy, true)
+        self.link.push_parts(events, Some(joined), policy)
     }
 
     /// Hints the CPU to start loading what a push to this session touches first (its
