@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use tidings::server::{Session, SessionConfig, SessionStream};
+use tidings::server::{Session, SessionConfig, SessionStream, SharedBytes, SlowClientPolicy};
 use tidings::Event;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -382,14 +382,26 @@ fn dechunk(mut wire: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_writes_keep_every_event_in_order_when_the_socket_fills() {
+    // HTTP/1.1: a chunked body; HTTP/1.0: a body that ends when the connection closes.
+    for http_10 in [false, true] {
+        fill_and_drain(http_10).await;
+    }
+}
+
+async fn fill_and_drain(http_10: bool) {
     let mut server = start_with(true).await;
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("rcvbuf");
     let mut client = socket.connect(server.addr).await.expect("connect");
-    client.write_all(EVENTS).await.expect("write");
+    let request = if http_10 {
+        b"GET /events HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n".as_slice()
+    } else {
+        EVENTS
+    };
+    client.write_all(request).await.expect("write");
     let session = server.session().await;
     let mut wire = Vec::new();
-    read_until(&mut client, &mut wire, b"retry: 1500\n\n\r\n").await;
+    read_until(&mut client, &mut wire, b"retry: 1500\n\n").await;
 
     // The client reads only while `reading` says so.
     let (reading, mut may_read) = tokio::sync::watch::channel(true);
@@ -409,15 +421,31 @@ async fn direct_writes_keep_every_event_in_order_when_the_socket_fills() {
     });
     // Sizes from 1 byte to 12 KB. Phases: the client reads (direct writes, whole); it
     // stops (the socket fills: a direct write is partial or refused, then events queue);
-    // it reads again (the queue drains, direct writes resume); and once more.
+    // it reads again (the queue drains, direct writes resume); and once more. Pushes of
+    // one event alternate with joined pushes of one to three (bytes shared with other
+    // sessions, which the wire writes in their own pre-framed form).
     let mut sent = 0;
     let mut push = |count: usize| {
-        for _ in 0..count {
-            let pad = "x".repeat((sent * 7919) % 12_000);
+        let target = sent + count;
+        while sent < target {
+            let event = |n: usize| {
+                let pad = "x".repeat((n * 7919) % 12_000);
+                Event::new().data(format!("{n} {pad}"))
+            };
+            let joined = sent % 4;
+            if joined == 0 {
+                session.push(&event(sent)).expect("push");
+                sent += 1;
+                continue;
+            }
+            let parts: Vec<Bytes> = (sent..sent + joined)
+                .map(|n| event(n).encode().expect("encode"))
+                .collect();
+            let shared = SharedBytes::new(parts.concat().into());
             session
-                .push(&Event::new().data(format!("{sent} {pad}")))
-                .expect("push");
-            sent += 1;
+                .push_bytes_joined(&parts, &shared, SlowClientPolicy::Disconnect)
+                .expect("joined push");
+            sent += joined;
         }
     };
     for _ in 0..2 {
@@ -442,7 +470,12 @@ async fn direct_writes_keep_every_event_in_order_when_the_socket_fills() {
         .position(|w| w == b"\r\n\r\n")
         .expect("a head")
         + 4;
-    let body = String::from_utf8(dechunk(&wire[head_end..])).expect("utf-8");
+    let body = if http_10 {
+        wire[head_end..].to_vec()
+    } else {
+        dechunk(&wire[head_end..])
+    };
+    let body = String::from_utf8(body).expect("utf-8");
     let body = body
         .strip_prefix("retry: 1500\n\n")
         .expect("the preamble first");

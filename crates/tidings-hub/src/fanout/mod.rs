@@ -28,7 +28,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 
-use tidings::server::{prefetch, PushOutcome, Session, SlowClientPolicy};
+use tidings::server::{prefetch, PushOutcome, Session, SharedBytes, SlowClientPolicy};
 use tidings::EventId;
 
 use crate::engine::{Engine, StoredEvent};
@@ -364,7 +364,7 @@ impl Fanout {
     /// Pushes live events (`joined`: `parts` back to back) under the slow-client policy,
     /// written directly when `direct` allows and the session can take them at once, and
     /// counts what the policy did.
-    fn push_live(&self, session: &Session, parts: &[Bytes], joined: &Bytes, direct: bool) {
+    fn push_live(&self, session: &Session, parts: &[Bytes], joined: &SharedBytes, direct: bool) {
         let events = parts.len() as u64;
         let pushed = if direct {
             session.push_bytes_joined(parts, joined, self.policy)
@@ -531,10 +531,11 @@ fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
 }
 
 /// The bytes of each set of a run's events that some subscriber gets: the events one by
-/// one, and joined into one buffer, built once per set (a run usually has one or two).
+/// one, and joined into one buffer (whose wire form is then built once too, see
+/// `SharedBytes`), built once per set (a run usually has one or two).
 struct Joined<'a> {
     encoded: &'a [Option<Bytes>],
-    built: Vec<(u64, Vec<Bytes>, Bytes)>,
+    built: Vec<(u64, Vec<Bytes>, SharedBytes)>,
 }
 
 impl<'a> Joined<'a> {
@@ -551,7 +552,7 @@ impl<'a> Joined<'a> {
     }
 
     /// The events of `mask`, one by one and joined.
-    fn get(&mut self, mask: u64) -> (&[Bytes], &Bytes) {
+    fn get(&mut self, mask: u64) -> (&[Bytes], &SharedBytes) {
         let at = match self.built.iter().position(|(m, _, _)| *m == mask) {
             Some(at) => at,
             None => {
@@ -561,7 +562,7 @@ impl<'a> Joined<'a> {
                     [one] => one.clone(),
                     _ => Bytes::from(parts.concat()),
                 };
-                self.built.push((mask, parts, joined));
+                self.built.push((mask, parts, SharedBytes::new(joined)));
                 self.built.len() - 1
             }
         };

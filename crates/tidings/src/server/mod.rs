@@ -28,6 +28,7 @@ mod queue;
 #[cfg(feature = "serve")]
 mod serve;
 mod session;
+mod shared;
 mod stream;
 
 #[cfg(feature = "axum")]
@@ -43,4 +44,5 @@ pub use session::{
     last_event_id_from_request, Session, SessionConfig, SessionId, DEFAULT_KEEP_ALIVE,
     DEFAULT_MAX_QUEUE_BYTES, DEFAULT_RETRY,
 };
+pub use shared::SharedBytes;
 pub use stream::{set_headers, SessionStream};

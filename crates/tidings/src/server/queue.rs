@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::SharedBytes;
 use crate::error::{Error, ErrorKind};
 
 /// What happens when a slow client's queue is full.
@@ -133,7 +134,25 @@ type CloseCallback = Box<dyn FnOnce() + Send + Sync>;
 pub(crate) trait DirectWrite: Send + Sync {
     /// Writes `data` (the body bytes of one push; the transport frames them) if the
     /// socket takes it now.
-    fn try_write(&self, data: &Bytes) -> DirectOutcome;
+    fn try_write(&self, data: Outgoing<'_>) -> DirectOutcome;
+}
+
+/// What a push hands its [`DirectWrite`]: bytes of its own, or bytes that other sessions
+/// get too (whose wire form is built once and shared; see [`SharedBytes`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outgoing<'a> {
+    Own(&'a Bytes),
+    Shared(&'a SharedBytes),
+}
+
+impl<'a> Outgoing<'a> {
+    /// The body bytes.
+    pub(crate) fn bytes(self) -> &'a Bytes {
+        match self {
+            Outgoing::Own(bytes) => bytes,
+            Outgoing::Shared(shared) => shared.bytes(),
+        }
+    }
 }
 
 /// What a [`DirectWrite`] did with an event.
@@ -215,7 +234,7 @@ impl Link {
         bytes: Bytes,
         policy: SlowClientPolicy,
     ) -> Result<PushOutcome, Error> {
-        let Some(mut q) = self.unless_written(Some(&bytes))? else {
+        let Some(mut q) = self.unless_written(Some(Outgoing::Own(&bytes)))? else {
             return Ok(PushOutcome::Queued);
         };
         let Some(outcome) = self.make_room(&mut q, bytes.len(), policy) else {
@@ -231,11 +250,13 @@ impl Link {
     pub(crate) fn push_parts(
         &self,
         parts: &[Bytes],
-        joined: Option<&Bytes>,
+        joined: Option<&SharedBytes>,
         policy: SlowClientPolicy,
     ) -> Result<PushOutcome, Error> {
-        debug_assert!(joined.is_none_or(|j| j.len() == parts.iter().map(Bytes::len).sum::<usize>()));
-        let Some(mut q) = self.unless_written(joined)? else {
+        debug_assert!(
+            joined.is_none_or(|j| j.bytes().len() == parts.iter().map(Bytes::len).sum::<usize>())
+        );
+        let Some(mut q) = self.unless_written(joined.map(Outgoing::Shared))? else {
             return Ok(PushOutcome::Queued);
         };
         let mut outcome = PushOutcome::Queued;
@@ -258,7 +279,7 @@ impl Link {
     #[inline(always)]
     fn unless_written(
         &self,
-        data: Option<&Bytes>,
+        data: Option<Outgoing<'_>>,
     ) -> Result<Option<MutexGuard<'_, QueueState>>, Error> {
         let mut q = self.lock();
         if q.closed.is_some() {
@@ -579,7 +600,7 @@ fn take_write(q: &mut QueueState) -> Bytes {
 /// flight: `Some` (with the consumer's waker to wake once the lock is released, when a
 /// remainder is left for it) when it went out or started to.
 #[inline]
-fn write_direct(q: &mut QueueState, data: &Bytes) -> Option<Option<Waker>> {
+fn write_direct(q: &mut QueueState, data: Outgoing<'_>) -> Option<Option<Waker>> {
     if q.in_flight || !q.items.is_empty() || q.pending_dropped != 0 {
         return None;
     }
@@ -661,8 +682,8 @@ mod tests {
     }
 
     impl DirectWrite for Recording {
-        fn try_write(&self, data: &Bytes) -> DirectOutcome {
-            self.writes.lock().unwrap().push(data.clone());
+        fn try_write(&self, data: Outgoing<'_>) -> DirectOutcome {
+            self.writes.lock().unwrap().push(data.bytes().clone());
             DirectOutcome::Written
         }
     }
@@ -675,13 +696,13 @@ mod tests {
         (link, transport)
     }
 
-    fn parts(lens: &[usize]) -> (Vec<Bytes>, Bytes) {
+    fn parts(lens: &[usize]) -> (Vec<Bytes>, SharedBytes) {
         let parts: Vec<Bytes> = lens
             .iter()
             .enumerate()
             .map(|(i, &len)| Bytes::from(vec![b'a' + i as u8; len]))
             .collect();
-        let joined = parts.concat().into();
+        let joined = SharedBytes::new(parts.concat().into());
         (parts, joined)
     }
 
@@ -695,7 +716,7 @@ mod tests {
         let (parts, joined) = parts(&[10, 20, 30]);
         let outcome = link.push_parts(&parts, Some(&joined), SlowClientPolicy::Disconnect);
         assert_eq!(outcome.unwrap(), PushOutcome::Queued);
-        assert_eq!(*transport.writes.lock().unwrap(), [joined]);
+        assert_eq!(*transport.writes.lock().unwrap(), [joined.bytes().clone()]);
         assert!(queued(&link).is_empty());
 
         // Without the joined bytes, the same parts are queued even though the wire is free.

@@ -12,6 +12,7 @@ use http::{HeaderMap, Uri};
 
 use super::gap::Gap;
 use super::queue::{CloseReason, Link, PushOutcome, SessionStats, SlowClientPolicy};
+use super::shared::SharedBytes;
 use super::stream::SessionStream;
 use crate::error::Error;
 use crate::wire::Event;
@@ -264,16 +265,17 @@ impl<S> Session<S> {
     /// Pushes several already-encoded events at once: written in one go when they can be
     /// written at once (as [`Session::push_bytes`] would write one), queued one by one under
     /// `policy` otherwise, exactly as that many `push_bytes` calls would queue them.
-    /// `joined` must be `events` back to back; a fan-out that falls behind builds it once
-    /// for every session that gets the same run of events, so that each connection gets
-    /// one write per run instead of one per event.
+    /// `joined` must be `events` back to back. A fan-out builds it once for every session
+    /// that gets the same events: each connection then gets one write per run of events
+    /// instead of one per event, and a lean HTTP/1.1 stream's framing of them is built
+    /// once too (see [`SharedBytes`]).
     ///
     /// # Errors
     /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the session is closed.
     pub fn push_bytes_joined(
         &self,
         events: &[Bytes],
-        joined: &Bytes,
+        joined: &SharedBytes,
         policy: SlowClientPolicy,
     ) -> Result<PushOutcome, Error> {
         self.link.push_parts(events, Some(joined), policy)

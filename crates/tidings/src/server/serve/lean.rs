@@ -11,7 +11,10 @@
 //! being written goes out from the pushing thread at once, without waking this
 //! connection's task. The queue's lock orders those writes against each other and against
 //! the task's own (see `server::queue`); whatever a direct write could not finish is left
-//! in the wire for the task, which writes it before anything else.
+//! in the wire for the task, which writes it before anything else. Bytes a fan-out shares
+//! between sessions ([`SharedBytes`](crate::server::SharedBytes)) carry their chunk
+//! framing, built once for all of them: a direct write of those is one `send(2)` of one
+//! buffer.
 
 use std::future::Future;
 use std::io::{self, Cursor, IoSlice};
@@ -35,7 +38,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::head::{encode_response_head, ChunkStart, Framing, LeanRequest, CHUNK_END, LAST_CHUNK};
-use crate::server::queue::{DirectOutcome, DirectWrite, Link};
+use crate::server::queue::{DirectOutcome, DirectWrite, Link, Outgoing};
 use crate::server::stream::DirectLink;
 
 /// Bytes read and thrown away at a time while watching an open stream's socket (a client
@@ -164,8 +167,22 @@ fn poll_write_all(
 }
 
 impl DirectWrite for Wire {
-    fn try_write(&self, data: &Bytes) -> DirectOutcome {
-        let mut out = framed(None, data.clone(), self.framing, false);
+    fn try_write(&self, data: Outgoing<'_>) -> DirectOutcome {
+        // Bytes shared with other sessions carry their wire form, built once: one
+        // contiguous send, with no framing (and no vector of pieces) per session.
+        let whole = match (data, self.framing) {
+            (Outgoing::Shared(shared), Framing::Chunked) => Some(shared.chunk()),
+            (Outgoing::Shared(shared), Framing::Close) => Some(shared.bytes()),
+            _ => None,
+        };
+        let mut out = match whole {
+            Some(whole) => match send(&self.stream, whole) {
+                Ok(n) if n == whole.len() => return DirectOutcome::Written,
+                Ok(n) if n > 0 => framed(None, whole.slice(n..), Framing::Close, false),
+                _ => return DirectOutcome::NotNow,
+            },
+            None => framed(None, data.bytes().clone(), self.framing, false),
+        };
         let total = out.remaining();
         loop {
             match write_some(&self.stream, &mut out) {
@@ -173,7 +190,9 @@ impl DirectWrite for Wire {
                 Ok(()) => {}
                 // Full, or failed: whatever is not written yet is left for the task, which
                 // meets the same error (if any) and ends the stream.
-                Err(_) if out.remaining() == total => return DirectOutcome::NotNow,
+                Err(_) if whole.is_none() && out.remaining() == total => {
+                    return DirectOutcome::NotNow
+                }
                 Err(_) => {
                     *self.owed() = Some(out);
                     return DirectOutcome::Started;
@@ -206,6 +225,21 @@ fn send_vectored(stream: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize
     stream.try_io(Interest::WRITABLE, || {
         SockRef::from(stream).send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
     })
+}
+
+/// Writes `bytes` without waiting, with `send(2)` and `MSG_NOSIGNAL` (see
+/// [`send_vectored`]).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    stream.try_io(Interest::WRITABLE, || {
+        SockRef::from(stream).send_with_flags(bytes, libc::MSG_NOSIGNAL)
+    })
+}
+
+/// Writes `bytes` without waiting (`write(2)`).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn send(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    stream.try_write(bytes)
 }
 
 /// Writes `slices` without waiting (`writev(2)`).

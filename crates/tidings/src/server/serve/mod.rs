@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use self::head::Sniffed;
+pub(crate) use self::head::{ChunkStart, CHUNK_END};
 use self::rewind::Rewind;
 
 /// How long a new connection has to send its first request head (as hyper's own
