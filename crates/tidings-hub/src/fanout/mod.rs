@@ -262,7 +262,8 @@ impl Fanout {
         let (subscribers, masks) = self.recipients(events, &encoded);
         let mut joined = Joined::new(&encoded);
         let mut direct = !backlog();
-        for (i, (subscriber, &mask)) in subscribers.iter().zip(&masks).enumerate() {
+        for (i, subscriber) in subscribers.iter().enumerate() {
+            let mask = masks.as_ref().map_or(1, |masks| masks[i]);
             if direct && i % BACKLOG_CHECK_EVERY == BACKLOG_CHECK_EVERY - 1 && backlog() {
                 direct = false;
             }
@@ -280,18 +281,17 @@ impl Fanout {
     }
 
     /// The subscribers of a run, each with the mask of the run's events it gets (bit `k`
-    /// for `events[k]`), in the order the registry gives them.
+    /// for `events[k]`; no masks when the run is one event, which they all get), in the
+    /// order the registry gives them.
     fn recipients(
         &self,
         events: &[Arc<StoredEvent>],
         encoded: &[Option<Bytes>],
-    ) -> (Vec<Arc<Subscriber>>, Vec<u64>) {
+    ) -> (Arc<[Arc<Subscriber>]>, Option<Vec<u64>>) {
         debug_assert!(events.len() <= MAX_RUN_EVENTS, "a run fits its masks");
         let registry = self.read_registry();
         if let ([event], [Some(_)]) = (events, encoded) {
-            let subscribers = registry.matching(&event.topics);
-            let masks = vec![1; subscribers.len()];
-            return (subscribers, masks);
+            return (registry.matching(&event.topics), None);
         }
         let mut index: HashMap<*const Subscriber, usize> = HashMap::new();
         let mut subscribers = Vec::new();
@@ -300,16 +300,16 @@ impl Fanout {
             if encoded[k].is_none() {
                 continue;
             }
-            for subscriber in registry.matching(&event.topics) {
-                let slot = *index.entry(Arc::as_ptr(&subscriber)).or_insert_with(|| {
-                    subscribers.push(subscriber);
+            for subscriber in registry.matching(&event.topics).iter() {
+                let slot = *index.entry(Arc::as_ptr(subscriber)).or_insert_with(|| {
+                    subscribers.push(Arc::clone(subscriber));
                     masks.push(0);
                     masks.len() - 1
                 });
                 masks[slot] |= 1 << k;
             }
         }
-        (subscribers, masks)
+        (subscribers.into(), Some(masks))
     }
 
     fn deliver(
