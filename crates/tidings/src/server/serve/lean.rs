@@ -178,6 +178,7 @@ impl DirectWrite for Wire {
         let mut out = match whole {
             Some(whole) => match send(&self.stream, whole) {
                 Ok(n) if n == whole.len() => return DirectOutcome::Written,
+                // The rest is framed already: it goes on as it is.
                 Ok(n) if n > 0 => framed(None, whole.slice(n..), Framing::Close, false),
                 _ => return DirectOutcome::NotNow,
             },
@@ -189,7 +190,8 @@ impl DirectWrite for Wire {
                 Ok(()) if !out.has_remaining() => return DirectOutcome::Written,
                 Ok(()) => {}
                 // Full, or failed: whatever is not written yet is left for the task, which
-                // meets the same error (if any) and ends the stream.
+                // meets the same error (if any) and ends the stream. (Shared bytes that get
+                // here went out in part already.)
                 Err(_) if whole.is_none() && out.remaining() == total => {
                     return DirectOutcome::NotNow
                 }
