@@ -3,6 +3,7 @@
 
 mod head;
 mod lean;
+mod repoll;
 mod rewind;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 
 use self::head::Sniffed;
 pub(crate) use self::head::{ChunkStart, CHUNK_END};
+use self::repoll::Repoller;
 use self::rewind::Rewind;
 
 /// How long a new connection has to send its first request head (as hyper's own
@@ -290,11 +292,13 @@ async fn serve_hyper(io: Rewind, router: Router, stop: &watch::Sender<()>) {
     let service = TowerToHyperService::new(router);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
+    // A request body wakes the connection's own task mid-poll (see `repoll`).
+    let repoller = Repoller::new();
     let mut stopping = std::pin::pin!(stop.closed());
     let mut stopped = false;
     loop {
         tokio::select! {
-            result = connection.as_mut() => {
+            result = repoller.poll(connection.as_mut()) => {
                 if let Err(err) = result {
                     tracing::trace!(error = %err, "connection failed");
                 }
