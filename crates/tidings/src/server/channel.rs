@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use super::history::{History, HistoryLimits};
 use super::queue::{PushOutcome, SlowClientPolicy};
 use super::session::{Session, SessionId};
+use super::shared::SharedBytes;
 use crate::error::Error;
 use crate::id::{EventId, IdGenerator};
 use crate::wire::Event;
@@ -277,11 +278,12 @@ impl<S: Send + Sync + 'static> Channel<S> {
         let counters = &self.inner.counters;
         let mut recipients = 0;
         let mut gone = Vec::new();
+        let shared = SharedBytes::new(bytes.clone());
         for session in &state.sessions {
             if !filter(session) {
                 continue;
             }
-            match session.push_bytes(bytes.clone(), policy) {
+            match session.push_shared(bytes.clone(), &shared, policy) {
                 Ok(PushOutcome::Queued) => recipients += 1,
                 Ok(PushOutcome::DroppedOldest(n)) => {
                     recipients += 1;

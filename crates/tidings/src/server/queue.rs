@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::SharedBytes;
+use super::shared::SharedBytes;
 use crate::error::{Error, ErrorKind};
 
 /// What happens when a slow client's queue is full.
@@ -141,7 +141,9 @@ pub(crate) trait DirectWrite: Send + Sync {
 /// get too (whose wire form is built once and shared; see [`SharedBytes`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Outgoing<'a> {
+    /// One session's bytes, framed by the transport as it writes them.
     Own(&'a Bytes),
+    /// Bytes many sessions get, with their wire form built once.
     Shared(&'a SharedBytes),
 }
 
@@ -228,13 +230,17 @@ impl Link {
     }
 
     /// Writes `bytes` through the transport at once when one is set and nothing is
-    /// queued or in flight; queues them under `policy` otherwise.
+    /// queued or in flight (`shared`, when given, holds the same bytes for many sessions,
+    /// and is what the transport writes); queues them under `policy` otherwise.
     pub(crate) fn push(
         &self,
         bytes: Bytes,
+        shared: Option<&SharedBytes>,
         policy: SlowClientPolicy,
     ) -> Result<PushOutcome, Error> {
-        let Some(mut q) = self.unless_written(Some(Outgoing::Own(&bytes)))? else {
+        debug_assert!(shared.is_none_or(|shared| shared.bytes().as_ptr() == bytes.as_ptr()));
+        let outgoing = shared.map_or(Outgoing::Own(&bytes), Outgoing::Shared);
+        let Some(mut q) = self.unless_written(Some(outgoing))? else {
             return Ok(PushOutcome::Queued);
         };
         let Some(outcome) = self.make_room(&mut q, bytes.len(), policy) else {
@@ -751,7 +757,7 @@ mod tests {
             link.claim_wire();
             let (first, _) = parts(&[60, 60]);
             for part in first {
-                link.push(part, policy).unwrap();
+                link.push(part, None, policy).unwrap();
             }
             let (parts, joined) = parts(&[100, 40, 50]);
             let outcome = link.push_parts(&parts, Some(&joined), policy).unwrap();

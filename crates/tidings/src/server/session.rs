@@ -243,7 +243,18 @@ impl<S> Session<S> {
     /// # Errors
     /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the session is closed.
     pub fn push_bytes(&self, bytes: Bytes, policy: SlowClientPolicy) -> Result<PushOutcome, Error> {
-        self.link.push(bytes, policy)
+        self.link.push(bytes, None, policy)
+    }
+
+    /// [`Session::push_bytes`] of `bytes` that `shared` holds too, for a broadcast: a
+    /// direct write sends `shared`'s wire form, built once for all the sessions.
+    pub(crate) fn push_shared(
+        &self,
+        bytes: Bytes,
+        shared: &SharedBytes,
+        policy: SlowClientPolicy,
+    ) -> Result<PushOutcome, Error> {
+        self.link.push(bytes, Some(shared), policy)
     }
 
     /// Queues already-encoded events one by one under `policy`, as that many
