@@ -300,6 +300,34 @@ async fn other_connections_reach_hyper_with_keep_alive_bodies_and_pipelining() {
     assert!(text(&read_to_end(&mut curl_like).await).ends_with("hello"));
 }
 
+/// A body that arrives in pieces wakes the connection from the socket between polls,
+/// and many pipelined requests make hyper yield: neither may stall the connection (it
+/// is polled with a waker that turns wake-ups during a poll into another poll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_pieces_and_a_long_pipeline_are_answered() {
+    let server = start().await;
+    let mut client = connect(server.addr).await;
+    client
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\nabcd")
+        .await
+        .expect("write");
+    for piece in [b"efgh", b"ijkl"] {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        client.write_all(piece).await.expect("write");
+    }
+    let mut seen = Vec::new();
+    read_until(&mut client, &mut seen, b"abcdefghijkl").await;
+
+    let pipeline = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n".repeat(300);
+    client.write_all(&pipeline).await.expect("write");
+    client
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let rest = text(&read_to_end(&mut client).await);
+    assert_eq!(rest.matches("HTTP/1.1 200 OK").count(), 301, "{rest}");
+}
+
 #[tokio::test]
 async fn http2_streams_go_through_hyper() {
     let mut server = start().await;
