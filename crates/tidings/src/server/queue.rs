@@ -610,18 +610,16 @@ fn write_direct(q: &mut QueueState, data: Outgoing<'_>) -> Option<Option<Waker>>
     if q.in_flight || !q.items.is_empty() || q.pending_dropped != 0 {
         return None;
     }
-    match q.direct.as_ref()?.try_write(data) {
-        DirectOutcome::Written => {
-            q.last_direct = Some(Instant::now());
-            Some(None)
-        }
-        DirectOutcome::Started => {
-            q.last_direct = Some(Instant::now());
-            q.in_flight = true;
-            Some(q.waker.take())
-        }
-        DirectOutcome::NotNow => None,
+    let outcome = q.direct.as_ref()?.try_write(data);
+    if outcome == DirectOutcome::NotNow {
+        return None;
     }
+    q.last_direct = Some(Instant::now());
+    if outcome == DirectOutcome::Written {
+        return Some(None);
+    }
+    q.in_flight = true;
+    Some(q.waker.take())
 }
 
 /// Appends `bytes` and wakes the consumer, after releasing the lock.

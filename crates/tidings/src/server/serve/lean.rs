@@ -175,26 +175,26 @@ impl DirectWrite for Wire {
             (Outgoing::Shared(shared), Framing::Close) => Some(shared.bytes()),
             _ => None,
         };
-        let mut out = match whole {
-            Some(whole) => match send(&self.stream, whole) {
-                Ok(n) if n == whole.len() => return DirectOutcome::Written,
-                // The rest is framed already: it goes on as it is.
-                Ok(n) if n > 0 => framed(None, whole.slice(n..), Framing::Close, false),
-                _ => return DirectOutcome::NotNow,
-            },
-            None => framed(None, data.bytes().clone(), self.framing, false),
-        };
+        if let Some(whole) = whole {
+            return match send(&self.stream, whole) {
+                Ok(n) if n == whole.len() => DirectOutcome::Written,
+                Ok(n) if n > 0 => {
+                    // The socket is full; the rest, framed already, is the task's.
+                    *self.owed() = Some(framed(None, whole.slice(n..), Framing::Close, false));
+                    DirectOutcome::Started
+                }
+                _ => DirectOutcome::NotNow,
+            };
+        }
+        let mut out = framed(None, data.bytes().clone(), self.framing, false);
         let total = out.remaining();
         loop {
             match write_some(&self.stream, &mut out) {
                 Ok(()) if !out.has_remaining() => return DirectOutcome::Written,
                 Ok(()) => {}
                 // Full, or failed: whatever is not written yet is left for the task, which
-                // meets the same error (if any) and ends the stream. (Shared bytes that get
-                // here went out in part already.)
-                Err(_) if whole.is_none() && out.remaining() == total => {
-                    return DirectOutcome::NotNow
-                }
+                // meets the same error (if any) and ends the stream.
+                Err(_) if out.remaining() == total => return DirectOutcome::NotNow,
                 Err(_) => {
                     *self.owed() = Some(out);
                     return DirectOutcome::Started;

@@ -7,7 +7,8 @@
 //! to the back of the queue and another worker thread is woken to share the load. For
 //! a publish (`POST` with a small body) that is a futex wake-up, a context switch and a
 //! worker that finds nothing to do, for each request: about 20 µs of CPU per publish on
-//! the hub's 2-core test machine, a third of the publish's cost.
+//! the hub's 2-core test machine (88-106 µs before, 68-88 µs after, with one subscriber
+//! at 500 publishes/s), a fifth of the publish's cost.
 //!
 //! [`Repoll`] polls the connection with a waker of its own. A wake-up that comes while
 //! the connection is being polled only notes that it wants another poll, which
