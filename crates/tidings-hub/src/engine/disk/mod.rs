@@ -1,9 +1,11 @@
 //! The disk engine: durable history in an embedded SQLite database in a data dir.
 //!
 //! - **Acknowledged means durable.** [`Engine::append`] returns only after the events are
-//!   committed with `synchronous=FULL` in write-ahead-log mode: the log is fsynced before
-//!   the commit returns, so a crash (even `kill -9` or a power cut, given a disk that
-//!   honours fsync) after the answer loses nothing.
+//!   committed in write-ahead-log mode and the log is fsynced, so a crash (even `kill -9`
+//!   or a power cut, given a disk that honours fsync) after the answer loses nothing.
+//! - **Delivery does not wait for the disk.** The live feed gets the events as soon as
+//!   the commit returns, while the log's fsync runs; only the publisher waits for it (see
+//!   `writer.rs`, also for what a failed fsync does).
 //! - **Group commit.** One writer thread takes every append queued while the previous
 //!   commit was running and stores them in one transaction, so many concurrent publishers
 //!   share each fsync (see `writer.rs`). Ids are assigned in commit order and the live feed
@@ -310,6 +312,15 @@ impl DiskEngine {
             reply,
         })?;
         answer.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Makes the writer's next fsync of the log fail (tests only).
+    #[cfg(test)]
+    async fn break_sync(&self) {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::BreakSync { reply })
+            .expect("writer runs");
+        answer.await.expect("writer answers");
     }
 }
 

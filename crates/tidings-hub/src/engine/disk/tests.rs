@@ -314,6 +314,50 @@ async fn a_failed_write_stores_nothing_and_the_engine_recovers() {
     );
 }
 
+#[tokio::test]
+async fn a_failed_fsync_is_not_acknowledged_and_stops_publishing_until_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kept;
+    {
+        let engine = DiskEngine::open(dir.path(), options(100)).expect("open");
+        kept = append(&engine, &["a"], "kept").await;
+        let mut live = engine.subscribe_live();
+        engine.break_sync().await;
+        let err = engine
+            .append(vec![new_event(&["a"], "unconfirmed")])
+            .await
+            .expect_err("the fsync failed");
+        assert_eq!(err.kind(), ErrorKind::Engine);
+        let message = err.to_string();
+        assert!(message.contains("may not be stored"), "{message}");
+        assert!(message.contains("restart the hub"), "{message}");
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+        // Committed before the fsync: subscribers had it (the documented trade-off).
+        assert_eq!(live.recv().await.expect("live").data, "unconfirmed");
+
+        let err = engine
+            .append(vec![new_event(&["b"], "later")])
+            .await
+            .expect_err("no publish after a failed fsync");
+        let message = err.to_string();
+        assert!(message.contains("not stored"), "{message}");
+        assert!(message.contains("restart the hub"), "{message}");
+        assert!(live.try_recv().is_err(), "nothing more on the live feed");
+    }
+    // A restart recovers what reached the disk (here all of it) and takes publishes again.
+    let engine = DiskEngine::open(dir.path(), options(100)).expect("reopen");
+    let after = append(&engine, &["b"], "after").await;
+    assert!(after > kept);
+    let all = engine
+        .read_after(&filter(&["*"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert_eq!(data(&all), ["kept", "unconfirmed", "after"]);
+}
+
 #[test]
 fn a_corrupt_database_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().expect("temp dir");

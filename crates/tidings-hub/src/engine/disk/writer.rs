@@ -3,10 +3,13 @@
 //! Every append waits in one queue. The writer takes the first request, then every
 //! request already queued behind it (up to [`MAX_GROUP_EVENTS`] events or
 //! [`MAX_GROUP_BYTES`] bytes), assigns ids in queue order, stores them all in **one**
-//! transaction, and commits it: one fsync for the whole group (group commit). Only then
-//! does it send the events to the live feed, in id order, and answer every request in the
-//! group. While one group's fsync runs, the next group queues up, so the more publishers
-//! wait, the more each commit carries.
+//! transaction, and commits it. The commit writes the write-ahead log without fsyncing
+//! it (`synchronous=NORMAL`); the writer then sends the events to the live feed, in id
+//! order, fsyncs the log itself (one fsync for the whole group: group commit), and only
+//! then answers every request in the group. So subscribers get an event as soon as it is
+//! committed (readers see it at the same moment, so replay and live meet without a gap),
+//! while a publisher hears back only once it is durable. While one group's fsync runs,
+//! the next group queues up, so the more publishers wait, the more each commit carries.
 //!
 //! If the commit fails, the transaction is rolled back and every request in the group is
 //! answered with the error: none of their events was stored, none reached the live feed,
@@ -14,12 +17,20 @@
 //! the database usable after a failed write (e.g. a full disk), so publishing works
 //! again as soon as the disk can take writes.
 //!
+//! If the fsync fails, the disk may have lost part of the log, and Linux marks the lost
+//! pages clean, so a later fsync would succeed over the hole (the "fsyncgate" lesson of
+//! PostgreSQL). The group is answered with the error and the writer stops taking
+//! appends: every later publish is refused, saying to check the disk and restart the
+//! hub, whose start-up recovers exactly what reached the disk. Subscribers may have seen
+//! the group's events; what was lost is never acknowledged.
+//!
 //! Retention runs on the same thread, between groups, every `trim_interval` (sooner while
 //! a backlog remains), deleting at most `trim_batch` index entries per run so a publish
 //! never waits behind a long trim.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -31,7 +42,7 @@ use tokio::sync::{broadcast, oneshot};
 use tidings::{EventId, IdGenerator};
 
 use super::retention::{Limits, RetentionRules};
-use super::store::{id_from_blob, write_error, Meta};
+use super::store::{id_from_blob, write_error, Meta, WAL_FILE};
 use super::{Clock, TrimReport};
 use crate::engine::{NewEvent, StoredEvent};
 use crate::error::{Error, ErrorKind};
@@ -68,6 +79,10 @@ pub(super) enum Request {
         sql: String,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    /// Make the next fsync of the log fail, as a failing disk would (tests only): the
+    /// log's handle becomes a pipe, on which fsync fails with `EINVAL`.
+    #[cfg(test)]
+    BreakSync { reply: oneshot::Sender<()> },
 }
 
 /// One topic as the writer tracks it (the `topics` row plus what retention needs).
@@ -111,6 +126,10 @@ pub(super) struct Writer {
     clock: Clock,
     trim_interval: Duration,
     trim_batch: usize,
+    /// The write-ahead log, opened at the first fsync.
+    wal: Option<File>,
+    /// Set when an fsync of the log failed: no append is taken after it.
+    failed_sync: Option<String>,
 }
 
 /// How the writer is set up.
@@ -178,6 +197,8 @@ impl Writer {
             clock: config.clock,
             trim_interval: config.trim_interval,
             trim_batch: config.trim_batch.max(1),
+            wal: None,
+            failed_sync: None,
         })
     }
 
@@ -248,6 +269,12 @@ impl Writer {
                         .map_err(|e| write_error(&self.dir, e));
                     let _ = reply.send(result);
                 }
+                #[cfg(test)]
+                Request::BreakSync { reply } => {
+                    let (_, pipe) = std::io::pipe().expect("a pipe");
+                    self.wal = Some(File::from(std::os::fd::OwnedFd::from(pipe)));
+                    let _ = reply.send(());
+                }
             }
             if Instant::now() >= next_trim {
                 next_trim = self.scheduled_trim();
@@ -267,35 +294,63 @@ impl Writer {
         }
     }
 
-    /// Stores a group of appends in one transaction, then feeds and answers them.
+    /// Stores a group of appends in one transaction, feeds them live, makes them durable
+    /// and answers them.
     fn commit_group(&mut self, group: Vec<(Vec<NewEvent>, AppendReply)>) {
         let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-        match self.append(batches) {
-            Ok(stored) => {
-                if let Some(last) = stored.iter().rev().find_map(|s| s.last()) {
-                    *lock(&self.head) = last.id;
-                }
-                // After the commit, in id order. No receiver is not an error.
-                for event in stored.iter().flatten() {
-                    let _ = self.live.send(Arc::clone(event));
-                }
-                for (events, reply) in stored.into_iter().zip(replies) {
-                    let _ = reply.send(Ok(events));
-                }
-            }
+        if let Some(why) = &self.failed_sync {
+            let err = Error::new(
+                ErrorKind::Engine,
+                format!("the event was not stored, so it was not published: {why}"),
+            );
+            return answer_all(replies, err);
+        }
+        let stored = match self.append(batches) {
+            Ok(stored) => stored,
             Err(err) => {
                 let err = write_error(&self.dir, err);
                 tracing::error!(error = %err, requests = replies.len(), "append failed; nothing in this group was stored");
-                let message = err.to_string();
-                let mut first = Some(err);
-                for reply in replies {
-                    let err = first
-                        .take()
-                        .unwrap_or_else(|| Error::new(ErrorKind::Engine, message.clone()));
-                    let _ = reply.send(Err(err));
-                }
+                return answer_all(replies, err);
             }
+        };
+        if let Some(last) = stored.iter().rev().find_map(|s| s.last()) {
+            *lock(&self.head) = last.id;
         }
+        // After the commit, in id order. No receiver is not an error.
+        for event in stored.iter().flatten() {
+            let _ = self.live.send(Arc::clone(event));
+        }
+        if let Err(err) = self.sync_log() {
+            let why = format!(
+                "the disk holding the data dir {} failed to confirm a write ({err}), so the newest events may be lost; no publish is taken any more: check the disk, then restart the hub",
+                self.dir.display()
+            );
+            tracing::error!(requests = replies.len(), "{why}");
+            let err = Error::with_source(
+                ErrorKind::Engine,
+                format!("the event may not be stored: {why}"),
+                err,
+            );
+            self.failed_sync = Some(why);
+            return answer_all(replies, err);
+        }
+        for (events, reply) in stored.into_iter().zip(replies) {
+            let _ = reply.send(Ok(events));
+        }
+    }
+
+    /// Fsyncs the write-ahead log: every commit so far is durable once this returns.
+    fn sync_log(&mut self) -> std::io::Result<()> {
+        let wal = match self.wal.take() {
+            Some(wal) => wal,
+            // Not created here: SQLite made it with the first commit.
+            None => OpenOptions::new()
+                .write(true)
+                .open(self.dir.join(WAL_FILE))?,
+        };
+        let synced = wal.sync_data();
+        self.wal = Some(wal);
+        synced
     }
 
     /// The group commit itself. On error nothing is stored and the writer's state is as
@@ -377,10 +432,8 @@ impl Writer {
                 upsert_topic(&mut upsert, topic, state)?;
             }
             if let Some(last) = last {
-                tx.execute(
-                    "UPDATE meta SET value = ?1 WHERE key = 'last_id'",
-                    [&last.to_be_bytes()[..]],
-                )?;
+                tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_id'")?
+                    .execute([&last.to_be_bytes()[..]])?;
             }
         }
         tx.commit()?;
@@ -545,6 +598,18 @@ fn upsert_topic(
 }
 
 /// Topic names joined by `\n` (which no topic contains).
+/// Answers every request of a group with `err` (the first gets it whole, with its source).
+fn answer_all(replies: Vec<AppendReply>, err: Error) {
+    let message = err.to_string();
+    let mut first = Some(err);
+    for reply in replies {
+        let err = first
+            .take()
+            .unwrap_or_else(|| Error::new(ErrorKind::Engine, message.clone()));
+        let _ = reply.send(Err(err));
+    }
+}
+
 fn join_topics(topics: &[Topic]) -> String {
     let mut text = String::with_capacity(topics.iter().map(|t| t.as_str().len() + 1).sum());
     for (i, topic) in topics.iter().enumerate() {
