@@ -5,8 +5,11 @@
 //! the next event and every event already waiting behind it. For each run it finds the
 //! matching subscribers, encodes each event once, and pushes to each connection the
 //! events of the run that are for it, in one write when the socket takes it at once
-//! (queued one by one under the configured [`SlowClientPolicy`] otherwise). An event
-//! published to several topics reaches a connection subscribed to several of them once.
+//! (queued one by one under the configured [`SlowClientPolicy`] otherwise). A run whose
+//! events all go to the same subscribers also grows during its pass with the events that
+//! arrive meanwhile (see `Fanout::dispatch`), so a burst costs each connection about one
+//! write. An event published to several topics reaches a connection subscribed to several
+//! of them once.
 //!
 //! A new subscriber is registered *before* its history is read, and buffers live events
 //! until its replay is done; [`resume`] explains why that gives no gap and no duplicate.
@@ -42,16 +45,16 @@ const MAX_RUN_EVENTS: usize = 64;
 /// A run stops growing once its events hold this many bytes of data.
 const MAX_RUN_BYTES: usize = 256 * 1024;
 
-/// How many subscribers a run is written to directly between two looks at the feed for
-/// a backlog (see `Fanout::dispatch`).
-const BACKLOG_CHECK_EVERY: usize = 64;
+/// How many subscribers a run is written to between two looks at the feed, for events
+/// to grow the run with, or a backlog (see `Fanout::dispatch`).
+const FEED_CHECK_EVERY: usize = 64;
 
-/// How many events must wait in the feed, during a pass, for the rest of the pass to go
-/// through the subscribers' queues. Fewer are left for the next run, which takes them
-/// all at once (a pass over 5,000 subscribers in the sparse benchmark is most of its
-/// 50 ms period, so one event often arrives during it). A burst is worth the task
-/// wake-ups: each connection's task then writes all that piled up for it in one go, on
-/// every runtime thread, while this pass gets to the next run sooner.
+/// How many events must wait in the feed, during a pass that cannot take them in (its
+/// run is full, or its events do not all go to the same subscribers), for the rest of
+/// the pass to go through the subscribers' queues. Fewer are left for the next run,
+/// which takes them all at once. A backlog that deep is worth the task wake-ups: each
+/// connection's task then writes all that piled up for it in one go, on every runtime
+/// thread, while this pass gets to the next run sooner.
 const BACKLOG_DEPTH: usize = 4;
 
 /// How many events one catch-up read takes from the engine.
@@ -246,26 +249,62 @@ impl Fanout {
     /// thread without waking the connection's task. A run is one event while the fan-out
     /// keeps up; when events arrive faster than a pass over the subscribers takes, the
     /// next run holds all that arrived meanwhile, so falling behind makes each pass
-    /// cheaper per event instead of costlier. Once `backlog` says a burst is waiting (see
-    /// [`BACKLOG_DEPTH`]), the rest of the pass goes through the subscribers' queues.
-    fn dispatch(&self, events: &[Arc<StoredEvent>], backlog: &dyn Fn() -> bool) {
-        let encoded: Vec<Option<Bytes>> = events
-            .iter()
-            .map(|event| match event.encoded() {
-                Ok(bytes) => Some(bytes),
-                Err(err) => {
-                    tracing::error!(id = %event.id, error = %err, "stored event cannot be encoded; not delivered");
-                    None
-                }
-            })
-            .collect();
-        let (subscribers, masks) = self.recipients(events, &encoded);
-        let mut joined = Joined::new(&encoded);
-        let mut direct = !backlog();
+    /// cheaper per event instead of costlier.
+    ///
+    /// `feed` is where the run came from, `held` how many events taken from it wait for
+    /// later runs (none for `feed`-less catch-up, a backlog by definition). While nothing
+    /// is held and every event of the run goes to the same subscribers (one topic, say),
+    /// the run grows mid-pass: every [`FEED_CHECK_EVERY`] subscribers it takes the events
+    /// waiting in the feed that go to those same subscribers, so the rest of the pass
+    /// writes them too, in the same one write per subscriber. A burst of ten events then
+    /// costs most subscribers one write instead of two or ten. What the pass took from the
+    /// feed is returned, to be dispatched next for the subscribers it had already passed
+    /// (the others skip what they already have: `Delivery` remembers the newest id). When
+    /// the run cannot grow and `held` plus what waits in the feed reaches
+    /// [`BACKLOG_DEPTH`], the rest of the pass goes through the subscribers' queues.
+    fn dispatch(
+        &self,
+        run: &[Arc<StoredEvent>],
+        mut feed: Option<&mut Feed>,
+        held: usize,
+    ) -> Vec<Arc<StoredEvent>> {
+        let mut events = run.to_vec();
+        let mut joined = Joined::new(events.iter().map(|event| encode(event)).collect());
+        let (subscribers, masks) = self.recipients(&events, joined.encoded());
+        let mut every = joined.every();
+        let mut bytes: usize = events.iter().map(|e| e.data.len()).sum();
+        let mut grow = masks.is_none() && held == 0 && feed.is_some();
+        let mut taken = Vec::new();
+        let backlog = |feed: &Option<&mut Feed>| {
+            feed.as_ref()
+                .is_none_or(|feed| held + feed.waiting() >= BACKLOG_DEPTH)
+        };
+        let mut direct = !backlog(&feed);
         for (i, subscriber) in subscribers.iter().enumerate() {
-            let mask = masks.as_ref().map_or(1, |masks| masks[i]);
-            if direct && i % BACKLOG_CHECK_EVERY == BACKLOG_CHECK_EVERY - 1 && backlog() {
-                direct = false;
+            if i % FEED_CHECK_EVERY == FEED_CHECK_EVERY - 1 {
+                if let (true, Some(feed)) = (grow, feed.as_deref_mut()) {
+                    while events.len() < MAX_RUN_EVENTS && bytes < MAX_RUN_BYTES {
+                        let Some(event) = feed.try_next() else { break };
+                        taken.push(Arc::clone(&event));
+                        let same = Arc::ptr_eq(
+                            &self.read_registry().matching(&event.topics),
+                            &subscribers,
+                        );
+                        if !same {
+                            // Later events would overtake this one: no more growing.
+                            grow = false;
+                            break;
+                        }
+                        bytes += event.data.len();
+                        if joined.push(encode(&event)) {
+                            every |= 1 << events.len();
+                        }
+                        events.push(event);
+                    }
+                }
+                if direct && backlog(&feed) {
+                    direct = false;
+                }
             }
             // Start loading the next subscribers' memory while this one's write is in the
             // kernel: the record two ahead, then (its pointer now in cache) the queue of
@@ -276,13 +315,16 @@ impl Fanout {
             if let Some(next) = subscribers.get(i + 1) {
                 next.session.prefetch();
             }
-            self.deliver(subscriber, events, mask, &mut joined, direct);
+            let mask = masks.as_ref().map_or(every, |masks| masks[i]);
+            self.deliver(subscriber, &events, mask, &mut joined, direct);
         }
+        taken
     }
 
     /// The subscribers of a run, each with the mask of the run's events it gets (bit `k`
-    /// for `events[k]`; no masks when the run is one event, which they all get), in the
-    /// order the registry gives them.
+    /// for `events[k]`), in the order the registry gives them. No masks when every
+    /// subscriber gets every event (a run of one event, or of events that all match the
+    /// same subscribers, as one topic's do).
     fn recipients(
         &self,
         events: &[Arc<StoredEvent>],
@@ -290,17 +332,26 @@ impl Fanout {
     ) -> (Arc<[Arc<Subscriber>]>, Option<Vec<u64>>) {
         debug_assert!(events.len() <= MAX_RUN_EVENTS, "a run fits its masks");
         let registry = self.read_registry();
-        if let ([event], [Some(_)]) = (events, encoded) {
-            return (registry.matching(&event.topics), None);
+        let lists: Vec<Arc<[Arc<Subscriber>]>> = events
+            .iter()
+            .zip(encoded)
+            .filter(|(_, encoded)| encoded.is_some())
+            .map(|(event, _)| registry.matching(&event.topics))
+            .collect();
+        match lists.split_first() {
+            None => return (Arc::from([]), None),
+            Some((first, rest)) if rest.iter().all(|list| Arc::ptr_eq(list, first)) => {
+                return (Arc::clone(first), None);
+            }
+            Some(_) => {}
         }
         let mut index: HashMap<*const Subscriber, usize> = HashMap::new();
         let mut subscribers = Vec::new();
         let mut masks: Vec<u64> = Vec::new();
-        for (k, event) in events.iter().enumerate() {
-            if encoded[k].is_none() {
-                continue;
-            }
-            for subscriber in registry.matching(&event.topics).iter() {
+        let mut lists = lists.into_iter();
+        for (k, _) in encoded.iter().enumerate().filter(|(_, e)| e.is_some()) {
+            let Some(list) = lists.next() else { break };
+            for subscriber in list.iter() {
                 let slot = *index.entry(Arc::as_ptr(subscriber)).or_insert_with(|| {
                     subscribers.push(Arc::clone(subscriber));
                     masks.push(0);
@@ -317,7 +368,7 @@ impl Fanout {
         subscriber: &Subscriber,
         events: &[Arc<StoredEvent>],
         mask: u64,
-        joined: &mut Joined<'_>,
+        joined: &mut Joined,
         direct: bool,
     ) {
         let mut delivery = subscriber.delivery();
@@ -327,7 +378,10 @@ impl Fanout {
                 bytes: buffered,
                 overflowed,
             } => {
-                for k in bits(mask) {
+                // A run that grew mid-pass gives its events again to the subscribers after
+                // the point where it grew: those at or below the newest buffered are kept.
+                let newest = buffered_events.last().map_or(EventId::ZERO, |e| e.id);
+                for k in bits(mask).filter(|&k| events[k].id > newest) {
                     if *overflowed {
                         return;
                     }
@@ -401,55 +455,55 @@ impl Fanout {
     pub(crate) async fn run(
         self: Arc<Self>,
         engine: Arc<dyn Engine>,
-        mut receiver: Receiver<Arc<StoredEvent>>,
-        mut last: EventId,
+        receiver: Receiver<Arc<StoredEvent>>,
+        last: EventId,
     ) {
+        let mut feed = Feed {
+            receiver,
+            last,
+            lagged: None,
+            closed: false,
+        };
         let mut waiting: Vec<Arc<StoredEvent>> = Vec::new();
         loop {
-            let first = match receiver.recv().await {
+            let first = match feed.receiver.recv().await {
                 Ok(event) => event,
                 Err(RecvError::Lagged(skipped)) => {
                     tracing::warn!(
                         skipped,
                         "fan-out fell behind the live feed; catching up from the engine"
                     );
-                    last = self.catch_up(&*engine, last).await;
+                    feed.last = self.catch_up(&*engine, feed.last).await;
                     continue;
                 }
                 Err(RecvError::Closed) => return,
             };
             // This event and whatever else is already waiting in the feed, in runs.
             waiting.clear();
-            let mut lagged = None;
-            let mut closed = false;
-            let mut next = Some(first);
-            while let Some(event) = next.take() {
-                if event.id > last {
-                    last = event.id;
-                    waiting.push(event);
-                }
-                match receiver.try_recv() {
-                    Ok(event) => next = Some(event),
-                    Err(TryRecvError::Empty) => {}
-                    Err(TryRecvError::Lagged(skipped)) => lagged = Some(skipped),
-                    Err(TryRecvError::Closed) => closed = true,
-                }
+            if first.id > feed.last {
+                feed.last = first.id;
+                waiting.push(first);
             }
-            let mut dispatched = 0;
-            for run in runs(&waiting) {
-                dispatched += run.len();
+            while let Some(event) = feed.try_next() {
+                waiting.push(event);
+            }
+            let mut start = 0;
+            while start < waiting.len() {
+                let end = start + run_len(&waiting[start..]);
                 // Events taken from the feed for later runs wait as much as those in it.
-                let held = waiting.len() - dispatched;
-                self.dispatch(run, &|| held + receiver.len() >= BACKLOG_DEPTH);
+                let held = waiting.len() - end;
+                let taken = self.dispatch(&waiting[start..end], Some(&mut feed), held);
+                waiting.extend(taken);
+                start = end;
             }
-            if let Some(skipped) = lagged {
+            if let Some(skipped) = feed.lagged.take() {
                 tracing::warn!(
                     skipped,
                     "fan-out fell behind the live feed; catching up from the engine"
                 );
-                last = self.catch_up(&*engine, last).await;
+                feed.last = self.catch_up(&*engine, feed.last).await;
             }
-            if closed {
+            if feed.closed {
                 return;
             }
         }
@@ -473,7 +527,7 @@ impl Fanout {
                     }
                     for run in runs(&batch.events) {
                         // Catching up is a backlog by definition.
-                        self.dispatch(run, &|| true);
+                        self.dispatch(run, None, 0);
                     }
                     if !batch.more {
                         return last;
@@ -498,21 +552,73 @@ impl Fanout {
     }
 }
 
-/// `events` cut into runs for [`Fanout::dispatch`]: at most [`MAX_RUN_EVENTS`] events,
-/// ending with the one that reaches [`MAX_RUN_BYTES`] of data.
+/// The engine's live feed as the fan-out task reads it: each event once, in id order.
+struct Feed {
+    receiver: Receiver<Arc<StoredEvent>>,
+    /// The newest id taken (older ones were delivered from the engine when catching up).
+    last: EventId,
+    /// The feed dropped this many events because the task fell behind.
+    lagged: Option<u64>,
+    /// The engine is gone.
+    closed: bool,
+}
+
+impl Feed {
+    /// The next event already waiting, if any. Nothing after a lag (what was dropped is
+    /// read back from the engine first) or the end.
+    fn try_next(&mut self) -> Option<Arc<StoredEvent>> {
+        while self.lagged.is_none() && !self.closed {
+            match self.receiver.try_recv() {
+                Ok(event) if event.id > self.last => {
+                    self.last = event.id;
+                    return Some(event);
+                }
+                Ok(_) => {}
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Lagged(skipped)) => self.lagged = Some(skipped),
+                Err(TryRecvError::Closed) => self.closed = true,
+            }
+        }
+        None
+    }
+
+    /// How many events wait in the feed.
+    fn waiting(&self) -> usize {
+        self.receiver.len()
+    }
+}
+
+/// An event's bytes on the wire, or `None` (logged) when it cannot be encoded.
+fn encode(event: &StoredEvent) -> Option<Bytes> {
+    match event.encoded() {
+        Ok(bytes) => Some(bytes),
+        Err(err) => {
+            tracing::error!(id = %event.id, error = %err, "stored event cannot be encoded; not delivered");
+            None
+        }
+    }
+}
+
+/// How many of `events` the first run takes: at most [`MAX_RUN_EVENTS`], ending with the
+/// one that reaches [`MAX_RUN_BYTES`] of data.
+fn run_len(events: &[Arc<StoredEvent>]) -> usize {
+    let mut bytes = 0;
+    let mut len = 0;
+    while len < events.len() && len < MAX_RUN_EVENTS && bytes < MAX_RUN_BYTES {
+        bytes += events[len].data.len();
+        len += 1;
+    }
+    len
+}
+
+/// `events` cut into runs for [`Fanout::dispatch`] (see [`run_len`]).
 fn runs(events: &[Arc<StoredEvent>]) -> impl Iterator<Item = &[Arc<StoredEvent>]> {
     let mut rest = events;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        let mut bytes = 0;
-        let mut len = 0;
-        while len < rest.len() && len < MAX_RUN_EVENTS && bytes < MAX_RUN_BYTES {
-            bytes += rest[len].data.len();
-            len += 1;
-        }
-        let (run, after) = rest.split_at(len);
+        let (run, after) = rest.split_at(run_len(rest));
         rest = after;
         Some(run)
     })
@@ -533,17 +639,37 @@ fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
 /// The bytes of each set of a run's events that some subscriber gets: the events one by
 /// one, and joined into one buffer (whose wire form is then built once too, see
 /// `SharedBytes`), built once per set (a run usually has one or two).
-struct Joined<'a> {
-    encoded: &'a [Option<Bytes>],
+struct Joined {
+    encoded: Vec<Option<Bytes>>,
     built: Vec<(u64, Vec<Bytes>, SharedBytes)>,
 }
 
-impl<'a> Joined<'a> {
-    fn new(encoded: &'a [Option<Bytes>]) -> Joined<'a> {
+impl Joined {
+    fn new(encoded: Vec<Option<Bytes>>) -> Joined {
         Joined {
             encoded,
             built: Vec::new(),
         }
+    }
+
+    /// Each event of the run, encoded (`None`: it could not be).
+    fn encoded(&self) -> &[Option<Bytes>] {
+        &self.encoded
+    }
+
+    /// The mask of every event that could be encoded.
+    fn every(&self) -> u64 {
+        (0..self.encoded.len())
+            .filter(|&k| self.encoded[k].is_some())
+            .fold(0, |mask, k| mask | 1 << k)
+    }
+
+    /// Adds the next event of a growing run; true when it could be encoded. The sets
+    /// built so far stay valid (their masks do not have its bit).
+    fn push(&mut self, encoded: Option<Bytes>) -> bool {
+        let ok = encoded.is_some();
+        self.encoded.push(encoded);
+        ok
     }
 
     /// The encoded length of event `k` (0 when it could not be encoded).
@@ -577,6 +703,7 @@ mod tests {
 
     use http_body_util::BodyExt;
     use tidings::server::{SessionConfig, SessionStream};
+    use tokio::sync::broadcast;
 
     use super::*;
     use crate::engine::NewEvent;
@@ -606,11 +733,11 @@ mod tests {
         (subscriber, stream)
     }
 
-    /// The ids in what `stream` has to send now.
+    /// The ids in what `stream` has to send now (all of it is queued already).
     async fn ids_sent(stream: &mut SessionStream) -> Vec<u64> {
         let mut text = String::new();
         while let Ok(Some(frame)) =
-            tokio::time::timeout(Duration::from_millis(50), stream.frame()).await
+            tokio::time::timeout(Duration::from_millis(5), stream.frame()).await
         {
             if let Ok(data) = frame.unwrap().into_data() {
                 text.push_str(std::str::from_utf8(&data).unwrap());
@@ -622,11 +749,104 @@ mod tests {
             .collect()
     }
 
+    /// A feed of `events` (already sent, waiting to be taken), and its sender.
+    fn feed_of(events: &[Arc<StoredEvent>]) -> (Feed, broadcast::Sender<Arc<StoredEvent>>) {
+        let (sender, receiver) = broadcast::channel(64);
+        for event in events {
+            sender.send(Arc::clone(event)).unwrap();
+        }
+        let feed = Feed {
+            receiver,
+            last: EventId::ZERO,
+            lagged: None,
+            closed: false,
+        };
+        (feed, sender)
+    }
+
     #[tokio::test]
     async fn a_run_gives_each_subscriber_its_own_events_once_in_order() {
         // Without a backlog (joined pushes) and with one (each event queued on its own).
         for backlog in [false, true] {
             a_run_delivers(backlog).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_grows_mid_pass_and_every_subscriber_gets_each_event_once_in_order() {
+        let fanout = Arc::new(Fanout::new(SlowClientPolicy::Disconnect, 1 << 20, 1000));
+        let count = 3 * FEED_CHECK_EVERY;
+        let mut streams = Vec::new();
+        for n in 0..count {
+            let delivery = if n % 10 == 0 {
+                Delivery::Buffering {
+                    events: Vec::new(),
+                    bytes: 0,
+                    overflowed: false,
+                }
+            } else {
+                Delivery::Live {
+                    last_sent: EventId::ZERO,
+                }
+            };
+            streams.push(subscribe(&fanout, &["a"], delivery));
+        }
+        let first = event(1, &["a"]);
+        let (mut feed, _sender) = feed_of(&[event(2, &["a"]), event(3, &["a"])]);
+        feed.last = first.id;
+
+        let taken = fanout.dispatch(&[first], Some(&mut feed), 0);
+        let ids = |events: &[Arc<StoredEvent>]| events.iter().map(|e| e.id.ms).collect::<Vec<_>>();
+        assert_eq!(ids(&taken), [2, 3], "grown with both, at the first look");
+        assert_eq!(feed.waiting(), 0);
+        // The subscribers passed before the run grew get the rest now; the others skip it.
+        assert!(fanout.dispatch(&taken, Some(&mut feed), 0).is_empty());
+
+        for (subscriber, stream) in &mut streams {
+            let buffered = match &*subscriber.delivery() {
+                Delivery::Buffering { events, .. } => Some(ids(events)),
+                _ => None,
+            };
+            match buffered {
+                Some(buffered) => assert_eq!(buffered, [1, 2, 3]),
+                None => assert_eq!(ids_sent(stream).await, [1, 2, 3]),
+            }
+        }
+        let live = count - count.div_ceil(10);
+        assert_eq!(fanout.counts().delivered, 3 * live as u64, "each once");
+    }
+
+    #[tokio::test]
+    async fn a_run_stops_growing_at_an_event_for_other_subscribers() {
+        let fanout = Arc::new(Fanout::new(SlowClientPolicy::Disconnect, 1 << 20, 1000));
+        let mut streams = Vec::new();
+        for n in 0..2 * FEED_CHECK_EVERY {
+            let filter: &[&str] = if n % 2 == 0 { &["a"] } else { &["a", "b"] };
+            let live = Delivery::Live {
+                last_sent: EventId::ZERO,
+            };
+            streams.push((filter.len(), subscribe(&fanout, filter, live)));
+        }
+        let first = event(1, &["a"]);
+        let (mut feed, _sender) = feed_of(&[event(2, &["a"]), event(3, &["b"]), event(4, &["a"])]);
+        feed.last = first.id;
+
+        let taken = fanout.dispatch(&[first], Some(&mut feed), 0);
+        let ids: Vec<u64> = taken.iter().map(|e| e.id.ms).collect();
+        assert_eq!(ids, [2, 3], "event 3 goes elsewhere: 4 must wait behind it");
+        assert_eq!(feed.waiting(), 1);
+        // As `run` does: what was taken, then the rest of the feed.
+        assert!(fanout.dispatch(&taken, Some(&mut feed), 0).is_empty());
+        let rest = feed.try_next().expect("event 4");
+        assert!(fanout.dispatch(&[rest], Some(&mut feed), 0).is_empty());
+
+        for (topics, (_, stream)) in &mut streams {
+            let expected: &[u64] = if *topics == 1 {
+                &[1, 2, 4]
+            } else {
+                &[1, 2, 3, 4]
+            };
+            assert_eq!(ids_sent(stream).await, expected);
         }
     }
 
@@ -664,7 +884,9 @@ mod tests {
             event(4, &["a"]),
             event(5, &["c"]),
         ];
-        fanout.dispatch(&run, &|| backlog);
+        let (mut feed, _sender) = feed_of(&[]);
+        let feed = if backlog { None } else { Some(&mut feed) };
+        assert!(fanout.dispatch(&run, feed, 0).is_empty());
 
         assert_eq!(ids_sent(&mut only_a).await, [1, 3, 4]);
         assert_eq!(ids_sent(&mut only_b).await, [2, 3]);
