@@ -379,7 +379,8 @@ impl Fanout {
                 overflowed,
             } => {
                 // A run that grew mid-pass gives its events again to the subscribers after
-                // the point where it grew: those at or below the newest buffered are kept.
+                // the point where it grew: those at or below the newest buffered one are
+                // here already.
                 let newest = buffered_events.last().map_or(EventId::ZERO, |e| e.id);
                 for k in bits(mask).filter(|&k| events[k].id > newest) {
                     if *overflowed {
