@@ -271,7 +271,6 @@ impl Fanout {
         let mut events = run.to_vec();
         let mut joined = Joined::new(events.iter().map(|event| encode(event)).collect());
         let (subscribers, masks) = self.recipients(&events, joined.encoded());
-        let mut every = joined.every();
         let mut bytes: usize = events.iter().map(|e| e.data.len()).sum();
         let mut grow = masks.is_none() && held == 0 && feed.is_some();
         let mut taken = Vec::new();
@@ -296,9 +295,7 @@ impl Fanout {
                             break;
                         }
                         bytes += event.data.len();
-                        if joined.push(encode(&event)) {
-                            every |= 1 << events.len();
-                        }
+                        joined.push(encode(&event));
                         events.push(event);
                     }
                 }
@@ -315,7 +312,7 @@ impl Fanout {
             if let Some(next) = subscribers.get(i + 1) {
                 next.session.prefetch();
             }
-            let mask = masks.as_ref().map_or(every, |masks| masks[i]);
+            let mask = masks.as_ref().map_or(joined.every(), |masks| masks[i]);
             self.deliver(subscriber, &events, mask, &mut joined, direct);
         }
         taken
@@ -332,6 +329,9 @@ impl Fanout {
     ) -> (Arc<[Arc<Subscriber>]>, Option<Vec<u64>>) {
         debug_assert!(events.len() <= MAX_RUN_EVENTS, "a run fits its masks");
         let registry = self.read_registry();
+        if let ([event], [Some(_)]) = (events, encoded) {
+            return (registry.matching(&event.topics), None);
+        }
         let lists: Vec<Arc<[Arc<Subscriber>]>> = events
             .iter()
             .zip(encoded)
@@ -348,9 +348,8 @@ impl Fanout {
         let mut index: HashMap<*const Subscriber, usize> = HashMap::new();
         let mut subscribers = Vec::new();
         let mut masks: Vec<u64> = Vec::new();
-        let mut lists = lists.into_iter();
-        for (k, _) in encoded.iter().enumerate().filter(|(_, e)| e.is_some()) {
-            let Some(list) = lists.next() else { break };
+        let kept = (0..encoded.len()).filter(|&k| encoded[k].is_some());
+        for (k, list) in kept.zip(lists) {
             for subscriber in list.iter() {
                 let slot = *index.entry(Arc::as_ptr(subscriber)).or_insert_with(|| {
                     subscribers.push(Arc::clone(subscriber));
@@ -481,10 +480,7 @@ impl Fanout {
             };
             // This event and whatever else is already waiting in the feed, in runs.
             waiting.clear();
-            if first.id > feed.last {
-                feed.last = first.id;
-                waiting.push(first);
-            }
+            waiting.extend(feed.keep(first));
             while let Some(event) = feed.try_next() {
                 waiting.push(event);
             }
@@ -570,17 +566,26 @@ impl Feed {
     fn try_next(&mut self) -> Option<Arc<StoredEvent>> {
         while self.lagged.is_none() && !self.closed {
             match self.receiver.try_recv() {
-                Ok(event) if event.id > self.last => {
-                    self.last = event.id;
-                    return Some(event);
+                Ok(event) => {
+                    if let Some(event) = self.keep(event) {
+                        return Some(event);
+                    }
                 }
-                Ok(_) => {}
                 Err(TryRecvError::Empty) => return None,
                 Err(TryRecvError::Lagged(skipped)) => self.lagged = Some(skipped),
                 Err(TryRecvError::Closed) => self.closed = true,
             }
         }
         None
+    }
+
+    /// `event`, unless it is not newer than the last one taken (the fan-out delivered it
+    /// from the engine when catching up).
+    fn keep(&mut self, event: Arc<StoredEvent>) -> Option<Arc<StoredEvent>> {
+        (event.id > self.last).then(|| {
+            self.last = event.id;
+            event
+        })
     }
 
     /// How many events wait in the feed.
@@ -642,13 +647,19 @@ fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
 /// `SharedBytes`), built once per set (a run usually has one or two).
 struct Joined {
     encoded: Vec<Option<Bytes>>,
+    /// The mask of every event that could be encoded.
+    every: u64,
     built: Vec<(u64, Vec<Bytes>, SharedBytes)>,
 }
 
 impl Joined {
     fn new(encoded: Vec<Option<Bytes>>) -> Joined {
+        let every = (0..encoded.len())
+            .filter(|&k| encoded[k].is_some())
+            .fold(0, |mask, k| mask | 1 << k);
         Joined {
             encoded,
+            every,
             built: Vec::new(),
         }
     }
@@ -660,17 +671,16 @@ impl Joined {
 
     /// The mask of every event that could be encoded.
     fn every(&self) -> u64 {
-        (0..self.encoded.len())
-            .filter(|&k| self.encoded[k].is_some())
-            .fold(0, |mask, k| mask | 1 << k)
+        self.every
     }
 
-    /// Adds the next event of a growing run; true when it could be encoded. The sets
-    /// built so far stay valid (their masks do not have its bit).
-    fn push(&mut self, encoded: Option<Bytes>) -> bool {
-        let ok = encoded.is_some();
+    /// Adds the next event of a growing run. The sets built so far stay valid (their
+    /// masks do not have its bit).
+    fn push(&mut self, encoded: Option<Bytes>) {
+        if encoded.is_some() {
+            self.every |= 1 << self.encoded.len();
+        }
         self.encoded.push(encoded);
-        ok
     }
 
     /// The encoded length of event `k` (0 when it could not be encoded).

@@ -20,6 +20,15 @@ fn options(max_events: u64) -> DiskOptions {
     options
 }
 
+/// `err` is an engine error whose message says each of `says`.
+fn assert_engine_error(err: &Error, says: &[&str]) {
+    assert_eq!(err.kind(), ErrorKind::Engine);
+    let message = err.to_string();
+    for part in says {
+        assert!(message.contains(part), "{part:?} in {message}");
+    }
+}
+
 async fn append(engine: &DiskEngine, topics: &[&str], d: &str) -> EventId {
     engine
         .append(vec![new_event(topics, d)])
@@ -276,14 +285,8 @@ async fn a_failed_write_stores_nothing_and_the_engine_recovers() {
         .append(vec![new_event(&["a"], &big), new_event(&["b"], "small")])
         .await
         .expect_err("the disk is full");
-    assert_eq!(err.kind(), ErrorKind::Engine);
-    let message = err.to_string();
-    assert!(message.contains("not stored"), "{message}");
-    assert!(message.contains("full"), "{message}");
-    assert!(
-        message.contains(&dir.path().display().to_string()),
-        "{message}"
-    );
+    let dir_name = dir.path().display().to_string();
+    assert_engine_error(&err, &["not stored", "full", &dir_name]);
     assert_eq!(
         engine.head().await.expect("head"),
         kept,
@@ -327,14 +330,8 @@ async fn a_failed_fsync_is_not_acknowledged_and_stops_publishing_until_a_restart
             .append(vec![new_event(&["a"], "unconfirmed")])
             .await
             .expect_err("the fsync failed");
-        assert_eq!(err.kind(), ErrorKind::Engine);
-        let message = err.to_string();
-        assert!(message.contains("may not be stored"), "{message}");
-        assert!(message.contains("restart the hub"), "{message}");
-        assert!(
-            message.contains(&dir.path().display().to_string()),
-            "{message}"
-        );
+        let dir_name = dir.path().display().to_string();
+        assert_engine_error(&err, &["may not be stored", "restart the hub", &dir_name]);
         // Committed before the fsync: subscribers had it (the documented trade-off).
         assert_eq!(live.recv().await.expect("live").data, "unconfirmed");
 
@@ -342,9 +339,7 @@ async fn a_failed_fsync_is_not_acknowledged_and_stops_publishing_until_a_restart
             .append(vec![new_event(&["b"], "later")])
             .await
             .expect_err("no publish after a failed fsync");
-        let message = err.to_string();
-        assert!(message.contains("not stored"), "{message}");
-        assert!(message.contains("restart the hub"), "{message}");
+        assert_engine_error(&err, &["not stored", "restart the hub"]);
         assert!(live.try_recv().is_err(), "nothing more on the live feed");
     }
     // A restart recovers what reached the disk (here all of it) and takes publishes again.

@@ -341,16 +341,16 @@ impl Writer {
 
     /// Fsyncs the write-ahead log: every commit so far is durable once this returns.
     fn sync_log(&mut self) -> std::io::Result<()> {
-        let wal = match self.wal.take() {
+        let wal = match &mut self.wal {
             Some(wal) => wal,
             // Not created here: SQLite made it with the first commit.
-            None => OpenOptions::new()
-                .write(true)
-                .open(self.dir.join(WAL_FILE))?,
+            empty @ None => empty.insert(
+                OpenOptions::new()
+                    .write(true)
+                    .open(self.dir.join(WAL_FILE))?,
+            ),
         };
-        let synced = wal.sync_data();
-        self.wal = Some(wal);
-        synced
+        wal.sync_data()
     }
 
     /// The group commit itself. On error nothing is stored and the writer's state is as
@@ -597,7 +597,6 @@ fn upsert_topic(
     Ok(())
 }
 
-/// Topic names joined by `\n` (which no topic contains).
 /// Answers every request of a group with `err` (the first gets it whole, with its source).
 fn answer_all(replies: Vec<AppendReply>, err: Error) {
     let message = err.to_string();
@@ -610,6 +609,7 @@ fn answer_all(replies: Vec<AppendReply>, err: Error) {
     }
 }
 
+/// Topic names joined by `\n` (which no topic contains).
 fn join_topics(topics: &[Topic]) -> String {
     let mut text = String::with_capacity(topics.iter().map(|t| t.as_str().len() + 1).sum());
     for (i, topic) in topics.iter().enumerate() {
