@@ -41,13 +41,20 @@ pub struct ListenArgs {
     #[arg(long, value_name = "N")]
     max_events: Option<u64>,
 
-    /// Reconnect when nothing at all (not even a comment) arrives for this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    /// Reconnect when nothing at all (not even a comment, nor a response to the request)
+    /// arrives for this many seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: Option<u64>,
 
-    /// The largest event to accept, in bytes; a larger one exits with code 6.
-    #[arg(long, value_name = "BYTES")]
-    max_event_size: Option<usize>,
+    /// Give up on a connection attempt (and try again later) that gets no response head
+    /// within this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    connect_timeout: u64,
+
+    /// The largest event to accept, in bytes of the stream: no line (field name included)
+    /// nor an event's data may be longer. A larger one exits with code 6.
+    #[arg(long, value_name = "BYTES", default_value_t = tidings::wire::DEFAULT_MAX_EVENT_SIZE)]
+    max_event_size: usize,
 
     /// Speak HTTP/2 directly on http:// URLs (h2c with prior knowledge).
     #[arg(long)]
@@ -85,9 +92,9 @@ async fn listen(args: ListenArgs) -> ExitCode {
     if let Some(seconds) = args.idle_timeout {
         builder = builder.idle_timeout(Duration::from_secs(seconds));
     }
-    if let Some(bytes) = args.max_event_size {
-        builder = builder.max_event_size(bytes);
-    }
+    builder = builder
+        .connect_timeout(Duration::from_secs(args.connect_timeout))
+        .max_event_size(args.max_event_size);
     builder = builder.http2_prior_knowledge(args.http2_prior_knowledge);
     let mut source = match builder.build() {
         Ok(source) => source,
@@ -132,6 +139,14 @@ async fn listen(args: ListenArgs) -> ExitCode {
                 }
             }
             Item::State(ReadyState::Closed) => break,
+            Item::Error(error) if error.kind() == ErrorKind::EventTooLarge => {
+                eprintln!(
+                    "tidings listen: the stream sent an event or a line longer than {} bytes; \
+                     raise the limit with --max-event-size BYTES",
+                    args.max_event_size
+                );
+                failure = Some(error.kind());
+            }
             Item::Error(error) => {
                 eprintln!("tidings listen: {error}");
                 failure = Some(error.kind());

@@ -178,10 +178,38 @@ fn a_wrong_content_type_exits_5() {
 }
 
 #[test]
-fn an_oversized_event_exits_6() {
+fn the_idle_timeout_covers_a_server_that_never_answers() {
+    // Accepts, reads the request, and says nothing.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            let _ = read_request(&mut socket);
+            held.push(socket);
+        }
+    });
+    let out = tidings(
+        &[
+            "listen",
+            &format!("http://{addr}/events"),
+            "--no-reconnect",
+            "--idle-timeout",
+            "1",
+        ],
+        b"",
+    );
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(out.stderr.contains("no response within"), "{}", out.stderr);
+}
+
+#[test]
+fn an_oversized_event_exits_6_and_names_the_option() {
     let server = scripted(vec![sse(&format!("data: {}\n\n", "x".repeat(100)))]);
     let out = tidings(&["listen", &server.url(), "--max-event-size", "32"], b"");
     assert_eq!(out.code, Some(6), "{out:?}");
+    assert!(out.stderr.contains("--max-event-size"), "{}", out.stderr);
 }
 
 #[test]
@@ -202,6 +230,9 @@ fn usage_errors_exit_2() {
     for args in [
         &["listen", "not a url"][..],
         &["listen", "http://127.0.0.1:1/", "--header", "no colon"],
+        &["listen", "http://127.0.0.1:1/", "--last-event-id", "a\nb"],
+        &["listen", "http://127.0.0.1:99999/"],
+        &["listen", "http://127.0.0.1:1/", "--idle-timeout", "0"],
         &["listen"],
     ] {
         let out = tidings(args, b"");

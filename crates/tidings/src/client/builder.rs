@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Uri};
 
-use super::protocol::parse_url;
+use super::protocol::{last_event_id_header, parse_url};
 use super::EventSource;
 use crate::error::{Error, ErrorKind};
 use crate::wire::DEFAULT_MAX_EVENT_SIZE;
@@ -103,7 +103,7 @@ impl Builder {
     /// An invalid name or value makes [`Builder::build`] fail with
     /// [`ErrorKind::InvalidRequest`].
     pub fn header(mut self, name: &str, value: &str) -> Builder {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
+        let parsed_name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
             Error::with_source(
                 ErrorKind::InvalidRequest,
                 format!("`{name}` is not a valid HTTP header name"),
@@ -113,11 +113,14 @@ impl Builder {
         let value = HeaderValue::from_bytes(value.as_bytes()).map_err(|e| {
             Error::with_source(
                 ErrorKind::InvalidRequest,
-                format!("the value given for header `{name:?}` is not a valid HTTP header value"),
+                format!(
+                    "the value given for header `{name}` is not a valid HTTP header value \
+                     (it holds a line break or another control character)"
+                ),
                 e,
             )
         });
-        match (name, value) {
+        match (parsed_name, value) {
             (Ok(name), Ok(value)) => {
                 self.headers.append(name, value);
             }
@@ -130,8 +133,22 @@ impl Builder {
 
     /// The last event id to start from, sent as `Last-Event-ID` on the first request (when
     /// non-empty) as if a previous connection had committed it. Default: none.
+    ///
+    /// An id that cannot be sent as a header (one holding a line break, NUL or another
+    /// control character; no server can have sent such an id anyway) makes
+    /// [`Builder::build`] fail with [`ErrorKind::InvalidRequest`].
     pub fn last_event_id(mut self, id: impl Into<String>) -> Builder {
-        self.last_event_id = id.into();
+        let id = id.into();
+        if !id.is_empty() && last_event_id_header(&id).is_none() {
+            self.error.get_or_insert(Error::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "the last event id {id:?} cannot be sent as a Last-Event-ID header \
+                     (it holds a line break, NUL or another control character)"
+                ),
+            ));
+        }
+        self.last_event_id = id;
         self
     }
 
@@ -166,7 +183,8 @@ impl Builder {
     }
 
     /// Reconnects when nothing at all (not even a `:` comment) arrives for this long,
-    /// reporting [`ErrorKind::IdleTimeout`]. Pick it above the server's keep-alive interval
+    /// reporting [`ErrorKind::IdleTimeout`]; that includes waiting for the response head,
+    /// when this is shorter than the [connect timeout](Builder::connect_timeout). Pick it above the server's keep-alive interval
     /// (Tidings servers comment every 15 s). Default: `None`, wait forever.
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Builder {
         self.idle_timeout = timeout.into();
@@ -251,6 +269,19 @@ mod tests {
             .build()
             .expect_err("invalid header value");
         assert_eq!(error.kind(), ErrorKind::InvalidRequest);
+
+        let error = Builder::new("http://127.0.0.1:1/")
+            .header("x-ok", "a\r\nb: c")
+            .build()
+            .expect_err("header value with a line break");
+        assert!(error.to_string().contains("`x-ok`"), "{error}");
+
+        let error = Builder::new("http://127.0.0.1:1/")
+            .last_event_id("a\nb")
+            .build()
+            .expect_err("an id with a line break");
+        assert_eq!(error.kind(), ErrorKind::InvalidRequest);
+        assert!(error.to_string().contains("Last-Event-ID"), "{error}");
 
         let error = Builder::new("127.0.0.1:1/events")
             .build()

@@ -150,6 +150,18 @@ fn check_http_url(uri: Uri, shown: &str) -> Result<Uri, Error> {
             format!("`{shown}` is not an absolute http:// or https:// URL"),
         ));
     }
+    // `Uri` takes `:99999` and then reports no port at all. (An empty port means the
+    // default one.)
+    let port_written = uri
+        .authority()
+        .and_then(|a| a.as_str().rsplit_once(':'))
+        .is_some_and(|(_, port)| !port.is_empty() && !port.contains(']'));
+    if port_written && uri.port().is_none() {
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            format!("`{shown}` has an invalid port (ports go from 0 to 65535)"),
+        ));
+    }
     Ok(uri)
 }
 
@@ -428,6 +440,7 @@ mod tests {
             "example.com/x",
             "http://",
             "::",
+            "http://127.0.0.1:99999/events",
         ] {
             let error = parse_url(bad).expect_err(bad);
             assert_eq!(error.kind(), ErrorKind::InvalidRequest, "{bad}");

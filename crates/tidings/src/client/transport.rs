@@ -100,12 +100,12 @@ pub(crate) async fn connect(
         *request.headers_mut() = headers.clone();
 
         let sent = client.request(request);
-        let answered = match options.connect_timeout {
-            Some(limit) => match tokio::time::timeout(limit, sent).await {
+        let answered = match head_timeout(options) {
+            Some((limit, kind)) => match tokio::time::timeout(limit, sent).await {
                 Ok(answered) => answered,
                 Err(_) => {
                     return Attempt::Retry(Error::new(
-                        ErrorKind::Connect,
+                        kind,
                         format!("{url} sent no response within {}", show(limit)),
                     ))
                 }
@@ -163,6 +163,18 @@ pub(crate) async fn connect(
                 url = next;
             }
         }
+    }
+}
+
+/// How long one request may wait for its response head, and the error kind when it waits
+/// longer: the connect timeout, or the idle timeout when that is shorter (nothing at all
+/// arriving is what the idle timeout is about, head or body).
+fn head_timeout(options: &Options) -> Option<(Duration, ErrorKind)> {
+    let connect = options.connect_timeout.map(|t| (t, ErrorKind::Connect));
+    let idle = options.idle_timeout.map(|t| (t, ErrorKind::IdleTimeout));
+    match (connect, idle) {
+        (Some(connect), Some(idle)) => Some(if idle.0 < connect.0 { idle } else { connect }),
+        (one, other) => one.or(other),
     }
 }
 
