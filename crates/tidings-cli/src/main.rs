@@ -74,6 +74,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether `uri` names a port that is not one (`http::Uri` takes `:99999` and then reports
+/// no port at all). An empty port (`host:`) is allowed, and means the default.
+pub(crate) fn has_invalid_port(uri: &http::Uri) -> bool {
+    let Some(authority) = uri.authority() else {
+        return false;
+    };
+    let written = authority
+        .as_str()
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && !port.contains(']'));
+    written && authority.port().is_none()
+}
+
 /// Parses a `--header` argument written `Name: value`.
 pub(crate) fn parse_header(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
@@ -123,5 +136,16 @@ mod tests {
         );
         assert!(parse_header("no colon").is_err());
         assert!(parse_header(": value").is_err());
+    }
+
+    #[test]
+    fn ports_must_fit_in_sixteen_bits() {
+        let invalid = |url: &str| has_invalid_port(&url.parse().expect("a URI"));
+        assert!(invalid("http://127.0.0.1:99999/x"));
+        assert!(invalid("http://[::1]:70000/"));
+        assert!(!invalid("http://127.0.0.1:8080/x"));
+        assert!(!invalid("http://[::1]/"));
+        assert!(!invalid("http://example.com/"));
+        assert!(!invalid("http://example.com:/"));
     }
 }

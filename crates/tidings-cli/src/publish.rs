@@ -60,9 +60,15 @@ pub struct PublishArgs {
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = crate::parse_header)]
     headers: Vec<(String, String)>,
 
-    /// With --stdin, how many lines to send per request.
+    /// With --stdin, how many lines to send per request (at most).
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch: u32,
+
+    /// With --stdin, the largest request body to send, in bytes (a batch ends early to stay
+    /// under it; a single longer line goes alone). Keep it under the hub's max_body_bytes
+    /// (1 MiB by default).
+    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    batch_bytes: u64,
 
     /// Give up on a request that gets no answer within this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
@@ -106,9 +112,12 @@ struct Problem {
 }
 
 /// Why publishing stopped, with the exit code it maps to.
+#[derive(Debug)]
 struct Failure {
     code: u8,
     message: String,
+    /// The hub refused the request body as too large (413).
+    too_large: bool,
 }
 
 impl Failure {
@@ -116,6 +125,7 @@ impl Failure {
         Failure {
             code,
             message: message.into(),
+            too_large: false,
         }
     }
 }
@@ -147,22 +157,34 @@ async fn publish(args: PublishArgs) -> Result<(), Failure> {
     }
 
     let progress = progress_bar();
-    let batch_size = args.batch as usize;
+    let mut batches = Batches::new(&args);
     let mut lines = io::stdin().lock().lines();
     loop {
-        let mut batch: Vec<String> = Vec::with_capacity(batch_size);
-        for line in lines.by_ref().take(batch_size) {
+        let mut batch = Vec::new();
+        for line in lines.by_ref() {
             let line = line.map_err(|e| {
                 Failure::new(exit::FAILURE, format!("could not read standard input: {e}"))
             })?;
-            batch.push(line);
+            if let Some(full) = batches.add(line)? {
+                batch = full;
+                break;
+            }
+        }
+        if batch.is_empty() {
+            batch = batches.rest();
         }
         if batch.is_empty() {
             break;
         }
-        let events: Vec<Publish<'_>> = batch.iter().map(|line| event(&args, line)).collect();
-        let body = serde_json::to_vec(&events).map_err(internal)?;
-        let answer: PublishedBatch = hub.post(body).await?;
+        let body = batch_body(&batch);
+        let answer: PublishedBatch = hub.post(body).await.map_err(|failure| {
+            let hint = match batch.len() {
+                _ if !failure.too_large => return failure,
+                1 => "this one line is too long for the hub by itself".to_owned(),
+                n => format!("a batch of {n} events; lower --batch-bytes"),
+            };
+            Failure::new(failure.code, format!("{} ({hint})", failure.message))
+        })?;
         if answer.ids.len() != batch.len() {
             return Err(Failure::new(
                 exit::CONTENT_TYPE,
@@ -182,6 +204,64 @@ async fn publish(args: PublishArgs) -> Result<(), Failure> {
     }
     progress.finish_and_clear();
     Ok(())
+}
+
+/// Groups lines of standard input into batches of at most `--batch` events and
+/// `--batch-bytes` bytes of JSON, each event encoded as it is read.
+struct Batches<'a> {
+    args: &'a PublishArgs,
+    /// The encoded events of the batch being filled.
+    events: Vec<Vec<u8>>,
+    /// The size of `events` as one JSON array.
+    bytes: u64,
+}
+
+impl<'a> Batches<'a> {
+    fn new(args: &'a PublishArgs) -> Batches<'a> {
+        Batches {
+            args,
+            events: Vec::new(),
+            bytes: 2,
+        }
+    }
+
+    /// Adds one line; returns the batch it completes, if any (the line then starts the
+    /// next one when it did not fit).
+    fn add(&mut self, line: String) -> Result<Option<Vec<Vec<u8>>>, Failure> {
+        let encoded = serde_json::to_vec(&event(self.args, &line)).map_err(internal)?;
+        // The separating comma.
+        let size = encoded.len() as u64 + 1;
+        let mut full = None;
+        if !self.events.is_empty() && self.bytes + size > self.args.batch_bytes {
+            full = Some(self.rest());
+        }
+        self.bytes += size;
+        self.events.push(encoded);
+        if full.is_none() && self.events.len() >= self.args.batch as usize {
+            full = Some(self.rest());
+        }
+        Ok(full)
+    }
+
+    /// The events gathered so far (possibly none), starting a new batch.
+    fn rest(&mut self) -> Vec<Vec<u8>> {
+        self.bytes = 2;
+        std::mem::take(&mut self.events)
+    }
+}
+
+/// Joins encoded events into one JSON array.
+fn batch_body(events: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
+    body.push(b'[');
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(event);
+    }
+    body.push(b']');
+    body
 }
 
 /// The event the hub gets for one piece of data.
@@ -244,15 +324,7 @@ struct Hub {
 impl Hub {
     fn new(args: &PublishArgs) -> Result<Hub, Failure> {
         let usage = |message: String| Failure::new(exit::USAGE, message);
-        let endpoint: Uri = format!("{}/publish", args.url.trim_end_matches('/'))
-            .parse()
-            .map_err(|_| usage(format!("`{}` is not a valid URL", args.url)))?;
-        if !matches!(endpoint.scheme_str(), Some("http" | "https")) || endpoint.host().is_none() {
-            return Err(usage(format!(
-                "`{}` is not an http:// or https:// URL",
-                args.url
-            )));
-        }
+        let endpoint = publish_endpoint(&args.url).map_err(usage)?;
         let headers = args
             .headers
             .iter()
@@ -347,10 +419,13 @@ impl Hub {
                     .take(500)
                     .collect()
             });
-            return Err(Failure::new(
-                exit::STATUS,
-                format!("the hub answered {status}: {reason}"),
-            ));
+            return Err(Failure {
+                too_large: status == http::StatusCode::PAYLOAD_TOO_LARGE,
+                ..Failure::new(
+                    exit::STATUS,
+                    format!("the hub answered {status}: {}", printable(&reason)),
+                )
+            });
         }
         serde_json::from_slice(&body).map_err(|e| {
             Failure::new(
@@ -359,6 +434,47 @@ impl Hub {
             )
         })
     }
+}
+
+/// The hub's `POST /publish` URL under the base URL `url` (whose query, if any, is kept).
+fn publish_endpoint(url: &str) -> Result<Uri, String> {
+    let base: Uri = url
+        .parse()
+        .map_err(|_| format!("`{url}` is not a valid URL"))?;
+    if !matches!(base.scheme_str(), Some("http" | "https")) || base.host().is_none() {
+        return Err(format!("`{url}` is not an http:// or https:// URL"));
+    }
+    if crate::has_invalid_port(&base) {
+        return Err(format!(
+            "`{url}` has an invalid port (ports go from 0 to 65535)"
+        ));
+    }
+    let path = base.path().trim_end_matches('/');
+    let path_and_query = match base.query() {
+        Some(query) => format!("{path}/publish?{query}"),
+        None => format!("{path}/publish"),
+    };
+    let mut parts = base.into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| format!("`{url}` is not a valid URL"))?,
+    );
+    Uri::from_parts(parts).map_err(|_| format!("`{url}` is not a valid URL"))
+}
+
+/// `text` with control characters escaped (`\u{1b}`), so that what a server sent cannot
+/// drive the terminal.
+fn printable(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
 }
 
 /// An error and its sources on one line ("client error (Connect): connection refused").
@@ -376,6 +492,85 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_endpoint_is_under_the_base_path_and_keeps_the_query() {
+        let endpoint = |url: &str| publish_endpoint(url).map(|u| u.to_string());
+        assert_eq!(
+            endpoint("http://127.0.0.1:8080").as_deref(),
+            Ok("http://127.0.0.1:8080/publish")
+        );
+        assert_eq!(
+            endpoint("https://example.com/hub/?token=a%20b").as_deref(),
+            Ok("https://example.com/hub/publish?token=a%20b")
+        );
+        for bad in [
+            "127.0.0.1:8080",
+            "ftp://x/",
+            "http://127.0.0.1:99999",
+            "http://",
+        ] {
+            assert!(endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn batches_end_at_the_count_or_before_the_byte_limit() {
+        let args = |batch: u32, batch_bytes: u64| PublishArgs {
+            data: None,
+            stdin: true,
+            topics: vec!["t".to_owned()],
+            event: None,
+            retry: None,
+            url: String::new(),
+            headers: Vec::new(),
+            batch,
+            batch_bytes,
+            timeout: 1,
+        };
+        // Each event encodes as {"topic":"t","data":"<100 x>"}: 125 bytes, 126 with its comma.
+        let line = "x".repeat(100);
+        let by_bytes = args(500, 2 + 126 * 3);
+        let mut batches = Batches::new(&by_bytes);
+        let mut sizes = Vec::new();
+        for _ in 0..10 {
+            if let Some(full) = batches.add(line.clone()).expect("encodes") {
+                assert!(batch_body(&full).len() as u64 <= by_bytes.batch_bytes);
+                sizes.push(full.len());
+            }
+        }
+        sizes.push(batches.rest().len());
+        assert_eq!(sizes, [3, 3, 3, 1]);
+
+        let by_count = args(4, 1 << 20);
+        let mut batches = Batches::new(&by_count);
+        let full: Vec<usize> = (0..9)
+            .filter_map(|_| batches.add(line.clone()).expect("encodes"))
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(full, [4, 4]);
+        assert_eq!(batches.rest().len(), 1);
+
+        // A line longer than the limit goes alone.
+        let mut batches = Batches::new(&by_bytes);
+        assert!(batches.add("short".to_owned()).expect("encodes").is_none());
+        let full = batches.add("y".repeat(1000)).expect("encodes");
+        assert_eq!(full.map(|b| b.len()), Some(1));
+        assert_eq!(batches.rest().len(), 1);
+    }
+
+    #[test]
+    fn batch_bodies_are_json_arrays() {
+        let body = batch_body(&[b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
+        let parsed: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(parsed, serde_json::json!([{"a": 1}, {"b": 2}]));
+    }
+
+    #[test]
+    fn control_characters_from_the_hub_are_escaped() {
+        assert_eq!(printable("bad \u{1b}[31mred\n"), "bad \\u{1b}[31mred\\n");
+        assert_eq!(printable("é ok"), "é ok");
+    }
 
     #[test]
     fn one_topic_is_a_string_several_are_an_array() {

@@ -154,6 +154,45 @@ fn stdin_lines_go_in_batches_and_every_id_is_printed_in_order() {
 }
 
 #[test]
+fn long_lines_end_a_batch_before_it_outgrows_the_byte_limit() {
+    let hub = fake_hub(assign_ids);
+    // 500 lines of 3,000 bytes: 1.5 MB in one batch by count, over a hub's 1 MiB limit.
+    let line = "y".repeat(3000);
+    let input: String = (0..500).map(|_| format!("{line}\n")).collect();
+    let out = tidings(
+        &["publish", "--url", &hub.url(), "--topic", "big", "-"],
+        input.as_bytes(),
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout.lines().count(), 500);
+
+    let requests = hub.requests();
+    assert!(requests.len() >= 3, "{} requests", requests.len());
+    for request in &requests {
+        assert!(
+            request.body.len() <= 512 * 1024,
+            "{} bytes",
+            request.body.len()
+        );
+    }
+    let sent: usize = hub
+        .bodies()
+        .iter()
+        .map(|b| b.as_array().expect("a batch is an array").len())
+        .sum();
+    assert_eq!(sent, 500);
+}
+
+#[test]
+fn a_query_in_the_hub_url_stays_after_the_publish_path() {
+    let hub = fake_hub(assign_ids);
+    let url = format!("{}/?token=t1", hub.url());
+    let out = tidings(&["publish", "--url", &url, "-t", "a", "x"], b"");
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(hub.requests()[0].target, "/publish?token=t1");
+}
+
+#[test]
 fn data_dash_reads_stdin_too_with_crlf_lines() {
     let hub = fake_hub(assign_ids);
     let out = tidings(
@@ -238,6 +277,14 @@ fn usage_errors_exit_2() {
         &["publish", "--topic", "a", "--stdin", "x"],
         &["publish", "--topic", "a", "--url", "ftp://h", "x"],
         &["publish", "--topic", "a", "--batch", "0", "--stdin"],
+        &[
+            "publish",
+            "--topic",
+            "a",
+            "--url",
+            "http://127.0.0.1:99999",
+            "x",
+        ],
     ] {
         let out = tidings(args, b"");
         assert_eq!(out.code, Some(2), "{args:?}: {out:?}");

@@ -18,9 +18,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::State;
 use axum::Json;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use tidings::Event;
@@ -68,28 +69,62 @@ pub async fn publish(
     }))
 }
 
-/// Reads the whole body, refusing (413) beyond `limit` bytes without reading further.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Problem> {
+/// Reads the whole body, refusing (413) beyond `limit` bytes.
+///
+/// A refused body is still read to its end, and thrown away, by a task of its own (see
+/// [`drain`]): the client is most likely still sending it, and closing the connection
+/// under it would make it see a reset instead of the 413.
+async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Bytes, Problem> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(body);
         return Err(Problem::too_large(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|err| {
-        let too_large = std::error::Error::source(&err)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            Problem::too_large(limit)
-        } else {
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
             Problem::bad_request(
                 "unreadable-body",
                 "Unreadable body",
                 format!("the request body could not be read: {err}"),
             )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if read.len() + data.len() > limit {
+            drain(body);
+            return Err(Problem::too_large(limit));
         }
-    })
+        read.extend_from_slice(&data);
+    }
+    Ok(read.freeze())
+}
+
+/// How much of a refused body is read and thrown away at most, and for how long, before
+/// the connection is closed under the client (nginx's "lingering close", bounded).
+const DRAIN_MAX_BYTES: usize = 64 << 20;
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
+
+/// Reads the rest of a refused request body in the background, so that the client sees
+/// the answer before the connection closes (see [`read_body`]).
+fn drain(mut body: Body) {
+    tokio::spawn(async move {
+        let mut left = DRAIN_MAX_BYTES;
+        let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let size = frame.data_ref().map_or(0, Bytes::len);
+                match left.checked_sub(size) {
+                    Some(rest) => left = rest,
+                    None => return,
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// The media type of the request, lower-cased, without parameters.

@@ -133,6 +133,59 @@ async fn chunked_publish_status(addr: std::net::SocketAddr, filler: &str) -> u16
         .expect("a status line")
 }
 
+/// A client that writes a whole request far over the body limit before reading anything,
+/// as HTTP clients do, still reads the 413 (the hub reads and drops the rest of the body
+/// instead of resetting the connection under the client).
+#[tokio::test]
+async fn a_client_still_sending_a_refused_body_reads_the_413() {
+    let hub = TestHub::start(Settings {
+        max_body_bytes: 256,
+        ..Settings::default()
+    })
+    .await;
+    let body = format!("topic=a&data={}", "x".repeat(4 << 20));
+    for chunked in [false, true] {
+        let mut tcp = tokio::net::TcpStream::connect(hub.addr)
+            .await
+            .expect("connect");
+        let framing = if chunked {
+            "transfer-encoding: chunked".to_owned()
+        } else {
+            format!("content-length: {}", body.len())
+        };
+        let mut request = format!(
+            "POST /publish HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-www-form-urlencoded\r\n{framing}\r\n\r\n",
+            hub.addr
+        )
+        .into_bytes();
+        if chunked {
+            for piece in body.as_bytes().chunks(64 << 10) {
+                request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                request.extend_from_slice(piece);
+                request.extend_from_slice(b"\r\n");
+            }
+            request.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            request.extend_from_slice(body.as_bytes());
+        }
+        tokio::time::timeout(PATIENCE, tcp.write_all(&request))
+            .await
+            .expect("the hub reads the body in time")
+            .expect("the whole request is written, not reset");
+        let mut response = vec![0; 4096];
+        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut response))
+            .await
+            .expect("an answer in time")
+            .expect("the answer is read, not reset");
+        let text = String::from_utf8_lossy(&response[..n]);
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "chunked {chunked}: {text}"
+        );
+        assert!(text.contains("application/problem+json"), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn cors_preflight_allows_exactly_the_configured_origin() {
     let hub = TestHub::start(Settings {
