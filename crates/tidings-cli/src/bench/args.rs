@@ -61,12 +61,12 @@ pub struct BenchArgs {
     pub connections: usize,
 
     /// Open at most this many connections per second.
-    #[arg(long, value_name = "PER_SECOND", default_value_t = 2000.0)]
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 2000.0, value_parser = per_second)]
     pub connect_rate: f64,
 
     /// Give up on a connection that has not answered with its response head after this
     /// many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = seconds)]
     pub connect_timeout: f64,
 
     /// Send this header with every subscribe request, written 'Name: value' (repeatable).
@@ -84,7 +84,7 @@ pub struct BenchArgs {
     pub publish_url: Option<String>,
 
     /// The publish request's method.
-    #[arg(long, value_name = "METHOD", default_value = "POST")]
+    #[arg(long, value_name = "METHOD", default_value = "POST", value_parser = method)]
     pub method: String,
 
     /// The publish request's Content-Type.
@@ -100,7 +100,7 @@ pub struct BenchArgs {
     pub publish_headers: Vec<(String, String)>,
 
     /// Publish this many events per second; 0 sends them back to back (a burst).
-    #[arg(long, value_name = "PER_SECOND", default_value_t = 10.0)]
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 10.0, value_parser = per_second)]
     pub rate: f64,
 
     /// Publish this many events.
@@ -109,17 +109,17 @@ pub struct BenchArgs {
 
     /// Wait this long after the last connection opened before measuring memory and
     /// publishing, so the server settles.
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.5)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.5, value_parser = seconds)]
     pub settle: f64,
 
     /// Hold the connections open this long after they are all connected (and after the
     /// last delivery when publishing).
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0, value_parser = seconds)]
     pub hold: f64,
 
     /// After the last publish, wait at most this long for the deliveries still on their
     /// way; whatever has not arrived by then is missing.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = seconds)]
     pub drain_timeout: f64,
 
     /// The server's process id (repeatable, or comma-separated, for servers with several
@@ -145,6 +145,43 @@ impl BenchArgs {
 }
 
 /// Parses `--source`: `A-B` (an IPv4 range, both ends included) or `A,B,C`.
+/// A duration in seconds: a finite number from 0 up to a year.
+fn seconds(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(0.0..=MAX_SECONDS).contains(&value) {
+        return Err(format!(
+            "`{text}`: give a number of seconds from 0 to {MAX_SECONDS}"
+        ));
+    }
+    Ok(value)
+}
+
+/// A rate: a finite number of events per second, 0 or at least one per day.
+fn per_second(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number per second"))?;
+    if !(value == 0.0 || (1.0 / MAX_SECONDS..=1e9).contains(&value)) {
+        return Err(format!(
+            "`{text}`: give a rate from {:.0e} to 1e9 per second, or 0",
+            1.0 / MAX_SECONDS
+        ));
+    }
+    Ok(value)
+}
+
+/// The longest time any of the bench's durations may be (a year).
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// An HTTP method token (RFC 9110 section 9).
+fn method(text: &str) -> Result<String, String> {
+    http::Method::from_bytes(text.as_bytes())
+        .map(|m| m.to_string())
+        .map_err(|_| format!("`{text}` is not an HTTP method"))
+}
+
 fn parse_sources(text: &str) -> Result<Vec<IpAddr>, String> {
     if let Some((first, last)) = text.split_once('-') {
         let first: Ipv4Addr = first
@@ -226,7 +263,12 @@ impl Template {
                         .parse::<usize>()
                         .ok()
                         .filter(|n| *n < 64 << 20)
-                        .ok_or_else(|| format!("`{tag}`: write the padding as {{pad:BYTES}}"))?;
+                        .ok_or_else(|| {
+                            format!(
+                                "`{tag}`: the padding must be a number of bytes below 64 MiB \
+                                 ({{pad:BYTES}})"
+                            )
+                        })?;
                     Some(Piece::Pad(n))
                 }
                 _ => None,
@@ -325,6 +367,22 @@ mod tests {
     fn a_template_needs_seq_and_numeric_padding() {
         assert!(Template::parse("{ts}").is_err());
         assert!(Template::parse("{seq}{pad:x}").is_err());
+    }
+
+    #[test]
+    fn durations_rates_and_methods_are_checked() {
+        assert_eq!(seconds("1.5"), Ok(1.5));
+        assert_eq!(seconds("0"), Ok(0.0));
+        for bad in ["nan", "inf", "-1", "1e30", "x"] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(per_second("0"), Ok(0.0));
+        assert_eq!(per_second("500"), Ok(500.0));
+        for bad in ["nan", "inf", "-3", "1e-300", "1e30"] {
+            assert!(per_second(bad).is_err(), "{bad}");
+        }
+        assert_eq!(method("PUT").as_deref(), Ok("PUT"));
+        assert!(method("BAD METHOD").is_err());
         assert_eq!(
             Template::parse("{seq}{unknown}").unwrap().render(7),
             b"7{unknown}"

@@ -39,6 +39,11 @@ impl Target {
         let authority = uri
             .authority()
             .ok_or_else(|| format!("`{url}` has no host"))?;
+        if crate::has_invalid_port(&uri) {
+            return Err(format!(
+                "`{url}` has an invalid port (ports go from 0 to 65535)"
+            ));
+        }
         let port = authority.port_u16().unwrap_or(80);
         let host = authority
             .host()
