@@ -140,6 +140,18 @@ async fn drive_page(
     .await;
     wait_for_state(driver, &base, "open").await;
 
+    // Dropped before any event arrived, the page still resumes where its subscription
+    // started: what was published meanwhile is replayed.
+    click(driver, &base, "toggle").await;
+    wait_for_state(driver, &base, "closed").await;
+    let early = hub.publish("demo", "missed before any event").await;
+    click(driver, &base, "toggle").await;
+    let rows = wait_for_rows(driver, &base, &[early.as_str()]).await;
+    assert!(rows[0].replayed, "{rows:?}");
+    wait_for_state(driver, &base, "open").await;
+    click(driver, &base, "clear").await;
+    wait_for_rows(driver, &base, &[]).await;
+
     // A published event arrives through the page's EventSource.
     let first = hub.publish("demo", "hello from the test").await;
     let rows = wait_for_rows(driver, &base, &[first.as_str()]).await;

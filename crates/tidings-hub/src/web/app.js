@@ -9,6 +9,7 @@
   let source = null;        // the current EventSource
   let dropped = false;      // the user dropped the connection on purpose
   let lastId = "";          // the last event id this page saw
+  let startedAt = "";       // the hub's newest id just before this subscription opened
   let replayUpTo = null;    // events with ids up to here, on this connection, are replayed
   let listened = new Set(); // event types with a listener on `source`
   let count = 0;
@@ -34,10 +35,17 @@
     el.className = "state " + state;
   }
 
+  // Where a restored connection resumes: after the last event seen or, before any
+  // arrived, after the newest event there was when the subscription started (every later
+  // one is on the stream or in its replay, so none is missed).
+  function resumePoint() {
+    return lastId || startedAt;
+  }
+
   function streamUrl(withLastId) {
     const params = new URLSearchParams();
     for (const t of words($("topics").value)) params.append("topic", t);
-    if (withLastId && lastId) params.set("lastEventId", lastId);
+    if (withLastId && resumePoint()) params.set("lastEventId", resumePoint());
     return "/events?" + params.toString();
   }
 
@@ -56,7 +64,8 @@
   async function connect(resume) {
     if (source) source.close();
     dropped = false;
-    replayUpTo = resume && lastId ? await fetchHead() : null;
+    if (!resume) startedAt = (await fetchHead()) || "";
+    replayUpTo = resume && resumePoint() ? await fetchHead() : null;
     const url = streamUrl(resume);
     $("stream-url").textContent = url;
     setState("connecting");
