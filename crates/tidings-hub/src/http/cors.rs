@@ -5,12 +5,18 @@
 //! read it back (`Access-Control-Expose-Headers`), and `POST /publish` with JSON. Any other
 //! origin gets no CORS headers, so the browser blocks it. With no origins configured, no
 //! CORS headers are sent at all (same-origin only).
+//!
+//! CORS only keeps a page from *reading* an answer: a form `POST` from any page is sent
+//! without asking first. So [`check_publish_origin`] refuses a publish whose `Origin` is
+//! neither the hub's own nor on the list, before anything is stored.
 
 use axum::extract::Request;
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::problem::Problem;
 
 /// How long browsers may cache a preflight answer, in seconds.
 const PREFLIGHT_MAX_AGE_SECS: u64 = 600;
@@ -58,4 +64,138 @@ pub async fn strip_when_not_allowed(request: Request, next: Next) -> Response {
         }
     }
     response
+}
+
+/// Refuses (403) a publish sent by a browser page of another origin than the hub's own and
+/// those in `origins`. Requests without `Origin` (curl, servers, `tidings publish`) pass.
+///
+/// The hub's own origin is the one whose host and port are the request's (`Host`, or the
+/// HTTP/2 authority), whatever its scheme, so a TLS-terminating proxy that passes `Host`
+/// on needs no setting; a browser's `Sec-Fetch-Site: same-origin` is taken as is.
+pub fn check_publish_origin(
+    headers: &HeaderMap,
+    uri: &Uri,
+    origins: &[String],
+) -> Result<(), Problem> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let same_origin_fetch = headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"same-origin");
+    let listed = origins.iter().any(|o| o.as_bytes() == origin.as_bytes());
+    let host = uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+    let own = match (origin.to_str(), host) {
+        (Ok(origin), Some(host)) => is_own_origin(origin, host),
+        _ => false,
+    };
+    if same_origin_fetch || listed || own {
+        return Ok(());
+    }
+    let shown = String::from_utf8_lossy(origin.as_bytes());
+    Err(Problem::new(
+        StatusCode::FORBIDDEN,
+        "origin-not-allowed",
+        "Origin not allowed",
+        format!(
+            "a page on {shown} may not publish to this hub: add the origin with --cors-origin \
+             (cors_origin), or publish from the hub's own origin or from a server"
+        ),
+    ))
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names `host` (`host[:port]`, as in `Host`),
+/// a port left out being the origin scheme's default on both sides.
+fn is_own_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return false,
+    };
+    let origin = authority.strip_suffix(default_port).unwrap_or(authority);
+    let host = host.strip_suffix(default_port).unwrap_or(host);
+    origin.eq_ignore_ascii_case(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(origin: Option<&str>, host: &str, fetch_site: Option<&str>, listed: &[&str]) -> bool {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host).expect("a header"));
+        if let Some(origin) = origin {
+            headers.insert(
+                header::ORIGIN,
+                HeaderValue::from_str(origin).expect("a header"),
+            );
+        }
+        if let Some(site) = fetch_site {
+            headers.insert(
+                "sec-fetch-site",
+                HeaderValue::from_str(site).expect("a header"),
+            );
+        }
+        let listed: Vec<String> = listed.iter().map(|o| (*o).to_owned()).collect();
+        check_publish_origin(&headers, &Uri::from_static("/publish"), &listed).is_ok()
+    }
+
+    #[test]
+    fn only_the_hubs_own_and_listed_origins_may_publish_from_a_browser() {
+        // Not from a browser.
+        assert!(check(None, "127.0.0.1:8080", None, &[]));
+        // The hub's own page, however the browser says it.
+        assert!(check(
+            Some("http://127.0.0.1:8080"),
+            "127.0.0.1:8080",
+            None,
+            &[]
+        ));
+        assert!(check(Some("https://hub.example"), "hub.example", None, &[]));
+        assert!(check(
+            Some("http://hub.example:80"),
+            "HUB.example",
+            None,
+            &[]
+        ));
+        assert!(check(
+            Some("http://proxy.example"),
+            "127.0.0.1:8080",
+            Some("same-origin"),
+            &[]
+        ));
+        // Listed.
+        assert!(check(
+            Some("https://app.example"),
+            "hub.example",
+            Some("cross-site"),
+            &["https://app.example"]
+        ));
+        // Anyone else, including another port of the same host and a sandboxed page.
+        assert!(!check(
+            Some("https://evil.example"),
+            "127.0.0.1:8080",
+            Some("cross-site"),
+            &[]
+        ));
+        assert!(!check(
+            Some("https://evil.example"),
+            "127.0.0.1:8080",
+            None,
+            &["https://app.example"]
+        ));
+        assert!(!check(
+            Some("http://127.0.0.1:9000"),
+            "127.0.0.1:8080",
+            Some("same-site"),
+            &[]
+        ));
+        assert!(!check(Some("null"), "127.0.0.1:8080", None, &[]));
+    }
 }

@@ -20,12 +20,13 @@ use axum::extract::State;
 use axum::Json;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode, Uri};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use tidings::Event;
 
+use super::cors::check_publish_origin;
 use super::problem::Problem;
 use crate::engine::NewEvent;
 use crate::hub::Hub;
@@ -37,10 +38,15 @@ const MAX_RETRY_MS: u64 = 86_400_000;
 /// The publish handler.
 pub async fn publish(
     State(hub): State<Arc<Hub>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, Problem> {
     let settings = hub.settings();
+    if let Err(refused) = check_publish_origin(&headers, &uri, &settings.cors_origins) {
+        drain(body);
+        return Err(refused);
+    }
     let body = read_body(&headers, body, settings.max_body_bytes).await?;
     let (events, batch) = match media_type(&headers).as_deref() {
         Some("application/json") => parse_json(&body, settings.max_topics)?,

@@ -245,6 +245,45 @@ async fn cors_preflight_allows_exactly_the_configured_origin() {
     assert!(exposed.contains("last-event-id"), "{exposed}");
 }
 
+/// CORS does not stop a page of another origin from sending a form POST (it only hides the
+/// answer), so the hub refuses publishes from origins that are neither its own nor listed.
+#[tokio::test]
+async fn a_page_of_another_origin_cannot_publish() {
+    for listed in [vec![], vec!["http://allowed.test".to_owned()]] {
+        let hub = TestHub::start(Settings {
+            cors_origins: listed.clone(),
+            ..Settings::default()
+        })
+        .await;
+        let addr = hub.addr;
+        let own = format!("http://{addr}");
+        let post = |origin: String| async move {
+            request(
+                addr,
+                Method::POST,
+                "/publish",
+                &[
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("origin", &origin),
+                ],
+                Bytes::from_static(b"topic=csrf&data=forged"),
+            )
+            .await
+        };
+        let d = post("https://evil.example".to_owned())
+            .await
+            .assert_problem(403);
+        assert!(d.contains("https://evil.example") && d.contains("--cors-origin"), "{d}");
+        post("null".to_owned()).await.assert_problem(403);
+        let topics = hub.get("/topics").await.json();
+        assert_eq!(topics["topics"], json!([]), "nothing stored");
+
+        assert_eq!(post(own).await.status, 200);
+        let allowed = post("http://allowed.test".to_owned()).await;
+        assert_eq!(allowed.status == 200, !listed.is_empty(), "{}", allowed.text());
+    }
+}
+
 #[tokio::test]
 async fn too_many_topics_is_400_and_too_many_connections_is_503() {
     let hub = TestHub::start(Settings {
