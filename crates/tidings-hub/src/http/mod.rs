@@ -13,6 +13,7 @@
 //! configured origins only ([`cors`]).
 
 pub mod cors;
+mod form;
 pub mod health;
 pub mod problem;
 pub mod publish;

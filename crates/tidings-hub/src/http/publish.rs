@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use tidings::Event;
 
 use super::cors::check_publish_origin;
+use super::form;
 use super::problem::Problem;
 use crate::engine::NewEvent;
 use crate::hub::Hub;
@@ -151,7 +152,7 @@ struct Draft {
 
 fn parse_form(body: &[u8], max_topics: usize) -> Result<NewEvent, Problem> {
     let mut draft = Draft::default();
-    for (key, value) in form_urlencoded::parse(body) {
+    for (key, value) in form::pairs(body, "form")? {
         let once = |given: bool, name: &str| {
             if given {
                 Err(invalid(format!(
@@ -162,14 +163,14 @@ fn parse_form(body: &[u8], max_topics: usize) -> Result<NewEvent, Problem> {
             }
         };
         match &*key {
-            "topic" => draft.topics.push(value.into_owned()),
+            "topic" => draft.topics.push(value),
             "data" => {
                 once(draft.data.is_some(), "data")?;
-                draft.data = Some(value.into_owned());
+                draft.data = Some(value);
             }
             "event" => {
                 once(draft.event.is_some(), "event")?;
-                draft.event = Some(value.into_owned());
+                draft.event = Some(value);
             }
             "retry" => {
                 once(draft.retry.is_some(), "retry")?;

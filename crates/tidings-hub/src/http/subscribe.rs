@@ -107,9 +107,10 @@ pub async fn subscribe(
 /// Reads the `topic` query parameters into a filter, within the topic limit.
 fn parse_topics(uri: &Uri, max_topics: usize) -> Result<TopicFilter, Problem> {
     let query = uri.query().unwrap_or("");
-    let topics: Vec<String> = form_urlencoded::parse(query.as_bytes())
+    let topics: Vec<String> = super::form::pairs(query.as_bytes(), "query")?
+        .into_iter()
         .filter(|(k, _)| k == "topic")
-        .map(|(_, v)| v.into_owned())
+        .map(|(_, v)| v)
         .collect();
     if topics.is_empty() {
         return Err(Problem::bad_request(

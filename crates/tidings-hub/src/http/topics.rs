@@ -108,7 +108,16 @@ pub async fn history(
     let pattern = TopicPattern::parse(name).map_err(Problem::from)?;
     let mut after = EventId::ZERO;
     let mut limit = DEFAULT_LIMIT;
-    for (key, value) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+    let mut seen: Vec<String> = Vec::new();
+    for (key, value) in super::form::pairs(uri.query().unwrap_or("").as_bytes(), "query")? {
+        if seen.contains(&key) {
+            return Err(Problem::bad_request(
+                "repeated-parameter",
+                "Repeated parameter",
+                format!("the query parameter `{key}` is given twice; give it once"),
+            ));
+        }
+        seen.push(key.clone());
         match &*key {
             "after" if !value.is_empty() => {
                 after = value.parse().map_err(|e: tidings::Error| {

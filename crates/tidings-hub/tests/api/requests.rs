@@ -106,6 +106,19 @@ async fn bad_requests_are_problem_json() {
     hub.get("/topics/a/events?color=red")
         .await
         .assert_problem(400);
+    hub.get("/topics/a/events?limit=1&limit=2")
+        .await
+        .assert_problem(400);
+    // Bytes that are not UTF-8 once percent-decoded are refused, not turned into U+FFFD.
+    let d = hub.get("/events?topic=%FF").await.assert_problem(400);
+    assert!(d.contains("`topic`") && d.contains("UTF-8"), "{d}");
+    post(FORM, "topic=%ff&data=x").await.assert_problem(400);
+    post(FORM, "topic=a&data=%ff%fe").await.assert_problem(400);
+    post(FORM, "topic=a&data=x&event=%ff")
+        .await
+        .assert_problem(400);
+    let topics = hub.get("/topics").await.json();
+    assert_eq!(topics["topics"], json!([]), "no topic was made of U+FFFD");
     // An axum extractor's own rejection (a path that is not UTF-8) is problem+json too.
     let d = hub.get("/topics/%FF/events").await.assert_problem(400);
     assert!(d.to_lowercase().contains("utf-8"), "{d}");
@@ -273,14 +286,22 @@ async fn a_page_of_another_origin_cannot_publish() {
         let d = post("https://evil.example".to_owned())
             .await
             .assert_problem(403);
-        assert!(d.contains("https://evil.example") && d.contains("--cors-origin"), "{d}");
+        assert!(
+            d.contains("https://evil.example") && d.contains("--cors-origin"),
+            "{d}"
+        );
         post("null".to_owned()).await.assert_problem(403);
         let topics = hub.get("/topics").await.json();
         assert_eq!(topics["topics"], json!([]), "nothing stored");
 
         assert_eq!(post(own).await.status, 200);
         let allowed = post("http://allowed.test".to_owned()).await;
-        assert_eq!(allowed.status == 200, !listed.is_empty(), "{}", allowed.text());
+        assert_eq!(
+            allowed.status == 200,
+            !listed.is_empty(),
+            "{}",
+            allowed.text()
+        );
     }
 }
 
