@@ -186,7 +186,7 @@ pub enum SlowClient {
     Disconnect,
     /// Drop the oldest queued events and send a gap event.
     DropOldest,
-    /// Keep only the newest event.
+    /// Replace what is queued with the newest event, and send a gap event.
     LatestOnly,
 }
 

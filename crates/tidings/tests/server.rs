@@ -346,7 +346,11 @@ async fn slow_client_case(
         .filter(|e| e.event.as_deref() == Some(GAP_EVENT_TYPE))
         .map(|e| {
             let v: serde_json::Value = serde_json::from_str(&e.data).expect("gap JSON");
-            assert_eq!(v["reason"], "dropped");
+            let expected = match policy {
+                SlowClientPolicy::LatestOnly => "replaced",
+                _ => "dropped",
+            };
+            assert_eq!(v["reason"], expected);
             v["dropped"].as_u64().expect("count")
         })
         .sum();
@@ -402,10 +406,13 @@ async fn slow_client_drop_oldest_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_client_latest_only_policy() {
-    let (got, dropped, stats, fast_got) = slow_client_case(SlowClientPolicy::LatestOnly).await;
+    let (got, replaced, stats, fast_got) = slow_client_case(SlowClientPolicy::LatestOnly).await;
     assert_eq!(fast_got, 300);
-    assert_eq!(dropped, 0);
     assert!(stats.replaced_events > 0, "{stats:?}");
+    assert_eq!(
+        replaced, stats.replaced_events,
+        "every replacement announced in band"
+    );
     let seq = sequence(&got);
     assert_eq!(
         seq.len() as u64 + stats.replaced_events,

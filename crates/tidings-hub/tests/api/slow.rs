@@ -90,11 +90,21 @@ async fn drop_oldest_announces_every_drop_in_band() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latest_only_keeps_the_newest() {
+async fn latest_only_keeps_the_newest_and_announces_what_it_replaced() {
     let (got, health) = stall(SlowClientPolicy::LatestOnly).await;
     let seq = numbers(&got);
     let replaced = health["fanout"]["replaced"].as_u64().expect("counter");
     assert!(replaced > 0, "the stalled subscriber fell behind");
+    let announced: u64 = got
+        .iter()
+        .filter(|e| e.event == "tidings.gap")
+        .map(|e| {
+            let gap: serde_json::Value = serde_json::from_str(&e.data).expect("gap JSON");
+            assert_eq!(gap["reason"], "replaced");
+            gap["dropped"].as_u64().expect("a count")
+        })
+        .sum();
+    assert_eq!(announced, replaced, "every replacement announced in band");
     assert_eq!(
         seq.len() as u64 + replaced,
         EVENTS as u64,

@@ -22,6 +22,9 @@ pub enum GapReason {
     /// The client fell behind and the `drop-oldest` policy dropped [`Gap::dropped`] events
     /// from its queue.
     Dropped,
+    /// The client fell behind and the `latest-only` policy replaced [`Gap::dropped`]
+    /// queued events with the newer one that follows.
+    Replaced,
 }
 
 /// A typed notice, sent in-band before the stream continues, that events are missing.
@@ -55,7 +58,8 @@ pub struct Gap {
     /// The oldest id still kept (the first event that follows), when history is not empty.
     #[serde(serialize_with = "serialize_id")]
     pub oldest_id: Option<EventId>,
-    /// How many events were dropped ([`GapReason::Dropped`] only; 0 otherwise).
+    /// How many events were dropped or replaced ([`GapReason::Dropped`] and
+    /// [`GapReason::Replaced`]; 0 otherwise).
     pub dropped: u64,
 }
 

@@ -39,7 +39,9 @@ pub enum SlowClientPolicy {
     /// Drop the oldest queued events to make room, and send a
     /// [`Gap`](super::Gap) event with reason `dropped` before the rest.
     DropOldest,
-    /// Keep only the newest event: for state where only the latest value matters.
+    /// Replace everything queued with the newest event, and send a [`Gap`](super::Gap)
+    /// event with reason `replaced` before it: for state where only the latest value
+    /// matters.
     LatestOnly,
 }
 
@@ -173,8 +175,8 @@ pub(crate) enum DirectOutcome {
 struct QueueState {
     items: VecDeque<Bytes>,
     bytes: usize,
-    /// Events dropped by `drop-oldest` since the last drain (a gap event is owed).
-    pending_dropped: u64,
+    /// Events dropped or replaced since the last drain (a gap event is owed for each).
+    owed: Owed,
     closed: Option<CloseReason>,
     waker: Option<Waker>,
     callbacks: Vec<CloseCallback>,
@@ -204,10 +206,26 @@ pub(crate) struct Link {
     changed: Notify,
 }
 
+/// Events a session's client will not get because the policy acted, since the last
+/// drain: each kind is owed a gap event before the next bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owed {
+    /// Dropped by `drop-oldest`.
+    pub(crate) dropped: u64,
+    /// Replaced by newer ones under `latest-only`.
+    pub(crate) replaced: u64,
+}
+
+impl Owed {
+    pub(crate) fn is_none(&self) -> bool {
+        self.dropped == 0 && self.replaced == 0
+    }
+}
+
 /// What the consumer takes out in one go.
 pub(crate) enum Drained {
-    /// Bytes to write (everything queued, coalesced), and the drop count owed a gap event.
-    Data(Bytes, u64),
+    /// Bytes to write (everything queued, coalesced), and what is owed a gap event.
+    Data(Bytes, Owed),
     /// Nothing queued; the consumer should wait.
     Empty,
     /// Closed and fully drained: end the stream.
@@ -344,7 +362,7 @@ impl Link {
                         dropped += 1;
                     }
                 }
-                q.pending_dropped += dropped;
+                q.owed.dropped += dropped;
                 q.stats.dropped += dropped;
                 Some(PushOutcome::DroppedOldest(dropped))
             }
@@ -352,6 +370,7 @@ impl Link {
                 let replaced = q.items.len() as u64;
                 q.items.clear();
                 q.bytes = 0;
+                q.owed.replaced += replaced;
                 q.stats.replaced += replaced;
                 Some(PushOutcome::Replaced(replaced))
             }
@@ -388,7 +407,7 @@ impl Link {
     /// Takes the next write (see [`take_write`]), or registers `waker` when nothing is queued.
     pub(crate) fn drain(&self, waker: &Waker) -> Drained {
         let mut q = self.lock();
-        if q.items.is_empty() && q.pending_dropped == 0 {
+        if q.items.is_empty() && q.owed.is_none() {
             if q.closed.is_some() {
                 return Drained::End;
             }
@@ -398,7 +417,7 @@ impl Link {
             }
             return Drained::Empty;
         }
-        let dropped = std::mem::take(&mut q.pending_dropped);
+        let owed = std::mem::take(&mut q.owed);
         let out = take_write(&mut q);
         q.in_flight = true;
         let room_waiters = q.room_waiters > 0;
@@ -406,7 +425,7 @@ impl Link {
         if room_waiters {
             self.changed.notify_waiters();
         }
-        Drained::Data(out, dropped)
+        Drained::Data(out, owed)
     }
 
     /// Marks the wire as taken by the consumer for a write that did not come out of the
@@ -462,7 +481,7 @@ impl Link {
         if reason == CloseReason::ClientGone {
             q.items.clear();
             q.bytes = 0;
-            q.pending_dropped = 0;
+            q.owed = Owed::default();
         }
         let callbacks = std::mem::take(&mut q.callbacks);
         let waker = q.waker.take();
@@ -607,7 +626,7 @@ fn take_write(q: &mut QueueState) -> Bytes {
 /// remainder is left for it) when it went out or started to.
 #[inline]
 fn write_direct(q: &mut QueueState, data: Outgoing<'_>) -> Option<Option<Waker>> {
-    if q.in_flight || !q.items.is_empty() || q.pending_dropped != 0 {
+    if q.in_flight || !q.items.is_empty() || !q.owed.is_none() {
         return None;
     }
     let outcome = q.direct.as_ref()?.try_write(data);

@@ -13,7 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::gap::{Gap, GapReason};
-use super::queue::{CloseReason, Drained, Link};
+use super::queue::{CloseReason, Drained, Link, Owed};
 use super::session::SessionConfig;
 
 /// The keep-alive comment: an empty comment line and a blank line.
@@ -180,20 +180,26 @@ impl SessionStream {
 }
 
 /// Puts the gap notice owed for dropped events before what is left of the queue.
-fn with_drop_notice(bytes: Bytes, dropped: u64) -> Bytes {
-    if dropped == 0 {
+fn with_drop_notice(bytes: Bytes, owed: Owed) -> Bytes {
+    if owed.is_none() {
         return bytes;
     }
-    let gap = Gap {
-        reason: GapReason::Dropped,
-        last_event_id: None,
-        oldest_id: None,
-        dropped,
-    };
     let mut buf = BytesMut::new();
-    // A gap event has valid fields by construction.
-    if gap.to_event().encode_into(&mut buf).is_err() {
-        return bytes;
+    for (reason, dropped) in [
+        (GapReason::Dropped, owed.dropped),
+        (GapReason::Replaced, owed.replaced),
+    ] {
+        if dropped == 0 {
+            continue;
+        }
+        let gap = Gap {
+            reason,
+            last_event_id: None,
+            oldest_id: None,
+            dropped,
+        };
+        // A gap event has valid fields by construction.
+        let _ = gap.to_event().encode_into(&mut buf);
     }
     buf.extend_from_slice(&bytes);
     buf.freeze()
