@@ -9,7 +9,8 @@
 //!
 //! Answers `200 {"id": "<ms>-<seq>"}` (a batch: `{"ids": [...]}`) after the engine stored
 //! the events. Anything invalid — a missing topic, a pattern as a topic, an event type with
-//! CR or LF, an unknown field — is `400` problem+json, and nothing of the request is
+//! CR or LF or starting with `tidings.` (the hub's own), an unknown or repeated field — is
+//! `400` problem+json, and nothing of the request is
 //! stored: a batch is validated whole before any of it is stored.
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use http::{HeaderMap, StatusCode, Uri};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
+use tidings::server::GAP_EVENT_TYPE;
 use tidings::Event;
 
 use super::cors::check_publish_origin;
@@ -32,6 +34,9 @@ use super::problem::Problem;
 use crate::engine::NewEvent;
 use crate::hub::Hub;
 use crate::topics::Topic;
+
+/// Event types the hub keeps for its own notices ([`GAP_EVENT_TYPE`]).
+const RESERVED_TYPE_PREFIX: &str = "tidings.";
 
 /// Largest `retry` a publisher may set: one day, in milliseconds.
 const MAX_RETRY_MS: u64 = 86_400_000;
@@ -190,15 +195,15 @@ fn parse_form(body: &[u8], max_topics: usize) -> Result<NewEvent, Problem> {
 }
 
 fn parse_json(body: &[u8], max_topics: usize) -> Result<(Vec<NewEvent>, bool), Problem> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    let shape: Shape = serde_json::from_slice(body).map_err(|e| {
         Problem::bad_request(
             "invalid-json",
             "Invalid JSON",
             format!("the body is not valid JSON: {e}"),
         )
     })?;
-    match value {
-        Value::Array(items) => {
+    match shape {
+        Shape::Array(items) => {
             if items.is_empty() {
                 return Err(invalid(
                     "an empty batch publishes nothing; send at least one event".to_owned(),
@@ -220,14 +225,81 @@ fn parse_json(body: &[u8], max_topics: usize) -> Result<(Vec<NewEvent>, bool), P
     }
 }
 
-fn json_draft(value: Value) -> Result<Draft, Problem> {
-    let Value::Object(map) = value else {
+/// A publish body as far as its shape matters: objects keep every member in order
+/// (serde_json's `Value` would keep only the last of a repeated key, so that
+/// `{"topic":"a","topic":"b"}` would quietly publish to `b`).
+enum Shape {
+    Object(Vec<(String, Value)>),
+    Array(Vec<Shape>),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Shape, D::Error> {
+        deserializer.deserialize_any(ShapeVisitor)
+    }
+}
+
+struct ShapeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        let mut members = Vec::new();
+        while let Some(member) = map.next_entry::<String, Value>()? {
+            members.push(member);
+        }
+        Ok(Shape::Object(members))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Shape>()? {
+            items.push(item);
+        }
+        Ok(Shape::Array(items))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+}
+
+fn json_draft(shape: Shape) -> Result<Draft, Problem> {
+    let Shape::Object(members) = shape else {
         return Err(invalid(
             "publish a JSON object {\"topic\": ..., \"data\": ...} or an array of them".to_owned(),
         ));
     };
     let mut draft = Draft::default();
-    for (key, value) in map {
+    let mut seen: Vec<String> = Vec::with_capacity(members.len());
+    for (key, value) in members {
+        if seen.contains(&key) {
+            return Err(invalid(format!(
+                "the field `{key}` is given twice; give it once"
+            )));
+        }
+        seen.push(key.clone());
         match key.as_str() {
             "topic" => draft.topics = json_topics(value)?,
             "data" => draft.data = Some(match value {
@@ -318,6 +390,15 @@ fn validate(draft: Draft, max_topics: usize) -> Result<NewEvent, Problem> {
         ));
     };
     let event_type = draft.event.filter(|t| !t.is_empty());
+    if let Some(t) = event_type
+        .as_deref()
+        .filter(|t| t.starts_with(RESERVED_TYPE_PREFIX))
+    {
+        return Err(invalid(format!(
+            "event type `{t}`: types starting with `{RESERVED_TYPE_PREFIX}` are the hub's own \
+             notices (such as `{GAP_EVENT_TYPE}`), so subscribers can trust them; pick another type"
+        )));
+    }
     let retry = match draft.retry {
         Some(ms) if ms > MAX_RETRY_MS => {
             return Err(invalid(format!(

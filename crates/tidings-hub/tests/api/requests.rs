@@ -51,6 +51,23 @@ async fn bad_requests_are_problem_json() {
     post(JSON, r#"{"topic":"a","data":"x","id":"1-0"}"#)
         .await
         .assert_problem(400);
+    // The hub's own notice types cannot be forged.
+    let d = post(FORM, "topic=a&data=x&event=tidings.gap")
+        .await
+        .assert_problem(400);
+    assert!(d.contains("tidings."), "{d}");
+    // A repeated field is refused, not last-one-wins.
+    let d = post(JSON, r#"{"topic":"a","topic":"b","data":"x"}"#)
+        .await
+        .assert_problem(400);
+    assert!(d.contains("`topic` is given twice"), "{d}");
+    let d = post(
+        JSON,
+        r#"[{"topic":"a","data":"x"},{"topic":"a","data":"x","data":"y"}]"#,
+    )
+    .await
+    .assert_problem(400);
+    assert!(d.contains("batch item 1") && d.contains("`data`"), "{d}");
     post(FORM, "topic=a&data=x&retry=soon")
         .await
         .assert_problem(400);
