@@ -141,6 +141,47 @@ async fn bad_requests_are_problem_json() {
     assert!(d.to_lowercase().contains("utf-8"), "{d}");
 }
 
+/// Heads that are not HTTP, too many headers, a target that is not a URI, a head too
+/// long: each is answered with problem+json too, not an empty body.
+#[tokio::test]
+async fn malformed_request_heads_get_problem_json() {
+    let hub = TestHub::start(Settings::default()).await;
+    let many_headers: String = (0..120).map(|i| format!("x-{i}: y\r\n")).collect();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"BLAH\r\n\r\n".to_vec(), "400"),
+        (
+            format!("GET /events?topic=a HTTP/1.1\r\n{many_headers}\r\n").into_bytes(),
+            "431",
+        ),
+        (
+            b"GET /events?topic=\xff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            format!("GET /events?topic={} HTTP/1.1\r\n\r\n", "a".repeat(70_000)).into_bytes(),
+            "414",
+        ),
+    ];
+    for (request, status) in cases {
+        let mut tcp = tokio::net::TcpStream::connect(hub.addr)
+            .await
+            .expect("connect");
+        // The long one may be answered before it is all written.
+        let _ = tcp.write_all(&request).await;
+        let mut response = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut response)).await;
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        assert!(text.contains("application/problem+json"), "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let problem: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{problem}"
+        );
+    }
+}
+
 /// Sends a chunked publish (no Content-Length) and returns the status code.
 async fn chunked_publish_status(addr: std::net::SocketAddr, filler: &str) -> u16 {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");

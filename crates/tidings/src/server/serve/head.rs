@@ -4,12 +4,12 @@
 
 use bytes::{BufMut, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
-use http::{request, HeaderName, HeaderValue, Method, Request, Version};
+use http::{request, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
 /// The start of the HTTP/2 connection preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
-/// More request headers than this and the connection goes to hyper.
-const MAX_HEADERS: usize = 64;
+/// More request headers than this and the request is refused (hyper's own limit).
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// What the first bytes of a connection say.
 #[derive(Debug)]
@@ -18,9 +18,55 @@ pub(crate) enum Sniffed {
     Partial,
     /// A complete HTTP/1 request head that may be served on the lean path.
     Lean(Box<LeanRequest>),
-    /// Anything else (HTTP/2, a body, an upgrade, a parse error, too many headers…):
-    /// hyper serves the connection, from its first byte.
+    /// Anything else (HTTP/2, a body, an upgrade, another method…): hyper serves the
+    /// connection, from its first byte.
     Hyper,
+    /// A head no server should serve (not HTTP, too many headers, a target that is not a
+    /// URI): the connection gets this error and closes.
+    Malformed(Malformed),
+}
+
+/// Why a request head was refused, as the error answer says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Malformed {
+    pub(crate) status: StatusCode,
+    /// The last part of the problem type, `urn:tidings:problem:<slug>`.
+    pub(crate) slug: &'static str,
+    pub(crate) detail: String,
+}
+
+impl Malformed {
+    pub(crate) fn new(
+        status: StatusCode,
+        slug: &'static str,
+        detail: impl Into<String>,
+    ) -> Malformed {
+        Malformed {
+            status,
+            slug,
+            detail: detail.into(),
+        }
+    }
+
+    /// The whole error answer: an RFC 9457 problem, and `connection: close`.
+    pub(crate) fn response(&self) -> Vec<u8> {
+        let body = serde_json::json!({
+            "type": format!("urn:tidings:problem:{}", self.slug),
+            "title": self.status.canonical_reason().unwrap_or("Bad Request"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        })
+        .to_string();
+        let mut response = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            self.status.as_str(),
+            self.status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(body.as_bytes());
+        response
+    }
 }
 
 /// A request head accepted for the lean path.
@@ -55,8 +101,31 @@ pub(crate) fn sniff(bytes: &[u8], wanted: &dyn Fn(&request::Parts) -> bool) -> S
     let head_len = match parsed.parse(bytes) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Sniffed::Partial,
-        Err(_) => return Sniffed::Hyper,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Sniffed::Malformed(Malformed::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too-many-headers",
+                format!("the request has more than {MAX_HEADERS} header fields"),
+            ))
+        }
+        Err(err) => {
+            return Sniffed::Malformed(Malformed::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+                format!("the request head is not valid HTTP/1.1 ({err})"),
+            ))
+        }
     };
+    if let Some(path) = parsed.path.filter(|path| Uri::try_from(*path).is_err()) {
+        let shown: String = path.chars().take(100).collect();
+        return Sniffed::Malformed(Malformed::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            format!(
+                "the request target {shown:?} is not a valid URI (bytes outside ASCII must be percent-encoded)"
+            ),
+        ));
+    }
     if head_len != bytes.len() || parsed.method != Some("GET") {
         return Sniffed::Hyper;
     }
@@ -264,7 +333,6 @@ mod tests {
             b"GET /events HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             // Pipelined: a second request already follows.
             b"GET /events HTTP/1.1\r\n\r\nGET /events HTTP/1.1\r\n\r\n",
-            b"GARBAGE\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         ];
         for case in cases {
@@ -280,13 +348,37 @@ mod tests {
     }
 
     #[test]
-    fn too_many_headers_go_to_hyper() {
-        let mut head = b"GET /events HTTP/1.1\r\n".to_vec();
+    fn malformed_heads_are_refused_with_a_problem() {
+        let mut many = b"GET /events HTTP/1.1\r\n".to_vec();
         for i in 0..=MAX_HEADERS {
-            head.extend_from_slice(format!("x-{i}: y\r\n").as_bytes());
+            many.extend_from_slice(format!("x-{i}: y\r\n").as_bytes());
         }
-        head.extend_from_slice(b"\r\n");
-        assert!(matches!(sniff_events(&head), Sniffed::Hyper));
+        many.extend_from_slice(b"\r\n");
+        let cases: &[(&[u8], u16)] = &[
+            (&many, 431),
+            (b"GARBAGE\r\n\r\n", 400),
+            (b"GET /events HTTP/9.9\r\n\r\n", 400),
+            (
+                b"POST /publish?topic=\xff HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+                400,
+            ),
+        ];
+        for (head, status) in cases {
+            let Sniffed::Malformed(bad) = sniff_events(head) else {
+                panic!("{:?} was not refused", String::from_utf8_lossy(head))
+            };
+            assert_eq!(bad.status.as_u16(), *status, "{bad:?}");
+            let response = String::from_utf8(bad.response()).expect("UTF-8");
+            assert!(
+                response.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{response}"
+            );
+            assert!(response.contains("application/problem+json"), "{response}");
+            let body = response.split("\r\n\r\n").nth(1).expect("a body");
+            let problem: serde_json::Value = serde_json::from_str(body).expect("JSON");
+            assert_eq!(problem["status"], *status);
+            assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()));
+        }
     }
 
     #[test]

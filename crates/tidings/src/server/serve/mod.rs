@@ -16,26 +16,29 @@ use std::time::Duration;
 use axum::Router;
 use bytes::BytesMut;
 use http::request::Parts;
+use http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use self::head::Sniffed;
 pub(crate) use self::head::{ChunkStart, CHUNK_END};
+use self::head::{Malformed, Sniffed};
 use self::repoll::Repoller;
 use self::rewind::Rewind;
 
 /// How long a new connection has to send its first request head (as hyper's own
 /// default).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes of request head read before giving the connection to hyper anyway (which answers
-/// an oversized head with its own error).
+/// The largest request head: past it, the connection is answered 414 or 431 and closed.
 const MAX_SNIFF_BYTES: usize = 64 * 1024;
 /// Room for the first read of a request head; it grows when a head is longer.
 const FIRST_READ_BYTES: usize = 1024;
+/// How long a connection whose request head was refused is read from (and what it sends
+/// dropped) before it is closed.
+const REFUSED_LINGER: Duration = Duration::from_secs(2);
 
 type LeanTest = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -53,6 +56,9 @@ type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// session into one vectored write per wake-up. What an idle stream costs is then the
 /// socket, one small task and the session itself. Every other connection — other
 /// requests, bodies, upgrades, HTTP/2 — is handed to hyper with the bytes already read.
+/// A first head that no server should serve (not HTTP/1.1, more than 100 header fields,
+/// a target that is not a URI, longer than 64 KiB) is answered with an RFC 9457
+/// `application/problem+json` error (400, 431 or 414) and the connection is closed.
 ///
 /// ```no_run
 /// use axum::{http::{HeaderMap, Uri}, routing::get, Router};
@@ -251,6 +257,7 @@ impl Connection {
             () = self.stop.closed() => return,
         };
         match sniffed {
+            Ok(Ok(Sniffed::Malformed(bad))) => refuse(stream, &bad).await,
             Ok(Ok(Sniffed::Lean(request))) => {
                 drop(read);
                 lean::serve(stream, request, self.router, self.direct_writes, self.done).await;
@@ -278,10 +285,43 @@ async fn sniff(
         }
         match head::sniff(read, lean) {
             Sniffed::Partial if read.len() < MAX_SNIFF_BYTES => {}
-            Sniffed::Partial => return Ok(Sniffed::Hyper),
+            Sniffed::Partial => return Ok(Sniffed::Malformed(too_long(read))),
             sniffed => return Ok(sniffed),
         }
     }
+}
+
+/// Why a head that did not end within [`MAX_SNIFF_BYTES`] is refused.
+fn too_long(read: &[u8]) -> Malformed {
+    if memchr::memchr(b'\n', read).is_none() {
+        Malformed::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            format!("the request line is longer than {MAX_SNIFF_BYTES} bytes"),
+        )
+    } else {
+        Malformed::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            format!("the request head is larger than {MAX_SNIFF_BYTES} bytes"),
+        )
+    }
+}
+
+/// Answers a refused head with its problem, then closes. What the client still sends is
+/// read and dropped for a moment, so that the close does not reset the connection before
+/// the client has read the answer.
+async fn refuse(mut stream: TcpStream, bad: &Malformed) {
+    tracing::debug!(status = %bad.status, detail = %bad.detail, "refused a request head");
+    if stream.write_all(&bad.response()).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(REFUSED_LINGER, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Serves the connection with hyper (HTTP/1 with keep-alive and upgrades, or HTTP/2),
