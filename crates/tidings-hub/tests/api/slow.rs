@@ -65,18 +65,22 @@ fn numbers(events: &[SseEvent]) -> Vec<usize> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drop_oldest_announces_every_drop_in_band() {
-    let (got, health) = stall(SlowClientPolicy::DropOldest).await;
-    let dropped: u64 = got
-        .iter()
+/// The events the gap events in `got` say are missing; each gap must give `reason`.
+fn announced(got: &[SseEvent], reason: &str) -> u64 {
+    got.iter()
         .filter(|e| e.event == "tidings.gap")
         .map(|e| {
             let gap: serde_json::Value = serde_json::from_str(&e.data).expect("gap JSON");
-            assert_eq!(gap["reason"], "dropped");
+            assert_eq!(gap["reason"], reason);
             gap["dropped"].as_u64().expect("a count")
         })
-        .sum();
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_oldest_announces_every_drop_in_band() {
+    let (got, health) = stall(SlowClientPolicy::DropOldest).await;
+    let dropped = announced(&got, "dropped");
     let seq = numbers(&got);
     assert!(dropped > 0, "the stalled subscriber fell behind");
     assert_eq!(
@@ -95,16 +99,11 @@ async fn latest_only_keeps_the_newest_and_announces_what_it_replaced() {
     let seq = numbers(&got);
     let replaced = health["fanout"]["replaced"].as_u64().expect("counter");
     assert!(replaced > 0, "the stalled subscriber fell behind");
-    let announced: u64 = got
-        .iter()
-        .filter(|e| e.event == "tidings.gap")
-        .map(|e| {
-            let gap: serde_json::Value = serde_json::from_str(&e.data).expect("gap JSON");
-            assert_eq!(gap["reason"], "replaced");
-            gap["dropped"].as_u64().expect("a count")
-        })
-        .sum();
-    assert_eq!(announced, replaced, "every replacement announced in band");
+    assert_eq!(
+        announced(&got, "replaced"),
+        replaced,
+        "every replacement announced in band"
+    );
     assert_eq!(
         seq.len() as u64 + replaced,
         EVENTS as u64,
