@@ -7,22 +7,15 @@
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
 use clap::Args;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use http::{Method, Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::exit;
+use hub::Hub;
+
+mod hub;
 
 /// Options of `tidings publish`.
 #[derive(Debug, Args)]
@@ -102,13 +95,6 @@ struct Published {
 #[derive(Debug, Deserialize)]
 struct PublishedBatch {
     ids: Vec<String>,
-}
-
-/// An RFC 9457 problem, as the hub reports errors.
-#[derive(Debug, Default, Deserialize)]
-struct Problem {
-    title: Option<String>,
-    detail: Option<String>,
 }
 
 /// Why publishing stopped, with the exit code it maps to.
@@ -310,209 +296,9 @@ fn internal(error: serde_json::Error) -> Failure {
     )
 }
 
-/// The largest answer read from the hub: ids for a batch fit easily.
-const MAX_ANSWER_BYTES: usize = 16 << 20;
-
-/// The hub's publish endpoint and an HTTP client for it (plain or TLS).
-struct Hub {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    endpoint: Uri,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    timeout: Duration,
-}
-
-impl Hub {
-    fn new(args: &PublishArgs) -> Result<Hub, Failure> {
-        let usage = |message: String| Failure::new(exit::USAGE, message);
-        let endpoint = publish_endpoint(&args.url).map_err(usage)?;
-        let headers = args
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let name = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| usage(format!("`{name}` is not a valid header name")))?;
-                let value = HeaderValue::from_str(value).map_err(|_| {
-                    usage(format!("the value of `{name}` is not a valid header value"))
-                })?;
-                Ok((name, value))
-            })
-            .collect::<Result<_, Failure>>()?;
-
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Failure::new(exit::FAILURE, format!("could not set up TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(tcp);
-        Ok(Hub {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            endpoint,
-            headers,
-            timeout: Duration::from_secs(args.timeout),
-        })
-    }
-
-    /// POSTs one JSON body and reads the JSON answer, turning every failure into the
-    /// message and exit code a person needs.
-    async fn post<T: for<'de> Deserialize<'de>>(&self, body: Vec<u8>) -> Result<T, Failure> {
-        let mut request = Request::new(Full::new(Bytes::from(body)));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.endpoint.clone();
-        let headers = request.headers_mut();
-        for (name, value) in &self.headers {
-            headers.append(name.clone(), value.clone());
-        }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-
-        let endpoint = &self.endpoint;
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                Failure::new(
-                    exit::CONNECTION,
-                    format!("could not reach the hub at {endpoint}: {}", error_chain(&e)),
-                )
-            })?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    Failure::new(
-                        exit::CONNECTION,
-                        format!(
-                            "the connection to {endpoint} failed while reading the answer: {e}"
-                        ),
-                    )
-                })?
-                .to_bytes();
-            Ok::<_, Failure>((status, body))
-        };
-        let (status, body) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| {
-                Failure::new(
-                    exit::CONNECTION,
-                    format!(
-                        "{endpoint} did not answer within {} s",
-                        self.timeout.as_secs()
-                    ),
-                )
-            })??;
-
-        if !status.is_success() {
-            let problem: Problem = serde_json::from_slice(&body).unwrap_or_default();
-            let reason = problem.detail.or(problem.title).unwrap_or_else(|| {
-                String::from_utf8_lossy(&body)
-                    .trim()
-                    .chars()
-                    .take(500)
-                    .collect()
-            });
-            return Err(Failure {
-                too_large: status == http::StatusCode::PAYLOAD_TOO_LARGE,
-                ..Failure::new(
-                    exit::STATUS,
-                    format!("the hub answered {status}: {}", printable(&reason)),
-                )
-            });
-        }
-        serde_json::from_slice(&body).map_err(|e| {
-            Failure::new(
-                exit::CONTENT_TYPE,
-                format!("the hub's answer ({status}) is not the expected JSON: {e}"),
-            )
-        })
-    }
-}
-
-/// The hub's `POST /publish` URL under the base URL `url` (whose query, if any, is kept).
-fn publish_endpoint(url: &str) -> Result<Uri, String> {
-    let base: Uri = url
-        .parse()
-        .map_err(|_| format!("`{url}` is not a valid URL"))?;
-    if !matches!(base.scheme_str(), Some("http" | "https")) || base.host().is_none() {
-        return Err(format!("`{url}` is not an http:// or https:// URL"));
-    }
-    if crate::has_invalid_port(&base) {
-        return Err(format!(
-            "`{url}` has an invalid port (ports go from 0 to 65535)"
-        ));
-    }
-    let path = base.path().trim_end_matches('/');
-    let path_and_query = match base.query() {
-        Some(query) => format!("{path}/publish?{query}"),
-        None => format!("{path}/publish"),
-    };
-    let mut parts = base.into_parts();
-    parts.path_and_query = Some(
-        path_and_query
-            .parse()
-            .map_err(|_| format!("`{url}` is not a valid URL"))?,
-    );
-    Uri::from_parts(parts).map_err(|_| format!("`{url}` is not a valid URL"))
-}
-
-/// `text` with control characters escaped (`\u{1b}`), so that what a server sent cannot
-/// drive the terminal.
-fn printable(text: &str) -> String {
-    let mut shown = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            shown.extend(c.escape_default());
-        } else {
-            shown.push(c);
-        }
-    }
-    shown
-}
-
-/// An error and its sources on one line ("client error (Connect): connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_endpoint_is_under_the_base_path_and_keeps_the_query() {
-        let endpoint = |url: &str| publish_endpoint(url).map(|u| u.to_string());
-        assert_eq!(
-            endpoint("http://127.0.0.1:8080").as_deref(),
-            Ok("http://127.0.0.1:8080/publish")
-        );
-        assert_eq!(
-            endpoint("https://example.com/hub/?token=a%20b").as_deref(),
-            Ok("https://example.com/hub/publish?token=a%20b")
-        );
-        for bad in [
-            "127.0.0.1:8080",
-            "ftp://x/",
-            "http://127.0.0.1:99999",
-            "http://",
-        ] {
-            assert!(endpoint(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn batches_end_at_the_count_or_before_the_byte_limit() {
@@ -564,12 +350,6 @@ mod tests {
         let body = batch_body(&[b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
         let parsed: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(parsed, serde_json::json!([{"a": 1}, {"b": 2}]));
-    }
-
-    #[test]
-    fn control_characters_from_the_hub_are_escaped() {
-        assert_eq!(printable("bad \u{1b}[31mred\n"), "bad \\u{1b}[31mred\\n");
-        assert_eq!(printable("é ok"), "é ok");
     }
 
     #[test]
