@@ -558,3 +558,31 @@ async fn plain_hyper_service() {
         Some("plain")
     );
 }
+
+/// A resume that replays more than the session's queue bound is not a client falling
+/// behind: the next live event is queued behind the replay, not a reason to disconnect.
+#[tokio::test]
+async fn a_long_replay_is_not_falling_behind() {
+    let channel: Channel = Channel::builder().history(HistoryLimits::new()).build();
+    let payload = "x".repeat(1000);
+    let first = channel
+        .broadcast(&Event::new().data(payload.as_str()))
+        .expect("broadcast")
+        .id;
+    for _ in 0..499 {
+        channel
+            .broadcast(&Event::new().data(payload.as_str()))
+            .expect("broadcast");
+    }
+    let config = SessionConfig::new().last_event_id(Some(first.to_string()));
+    let (session, _stream) = Session::new(config, ());
+    channel.register(&session).expect("register");
+    assert!(
+        session.stats().queued_bytes > 256 * 1024,
+        "the replay is larger than the default bound"
+    );
+    let live = channel.broadcast(&Event::new().data("live")).expect("broadcast");
+    assert_eq!(live.recipients, 1);
+    assert!(!session.is_closed());
+    assert_eq!(channel.stats().slow_disconnects, 0);
+}

@@ -175,6 +175,9 @@ pub(crate) enum DirectOutcome {
 struct QueueState {
     items: VecDeque<Bytes>,
     bytes: usize,
+    /// How much of `bytes` is replayed history (at the front of the queue): it was queued
+    /// whatever the bound (see `push_unbounded`), so it does not count against it.
+    replay_bytes: usize,
     /// Events dropped or replaced since the last drain (a gap event is owed for each).
     owed: Owed,
     closed: Option<CloseReason>,
@@ -195,6 +198,20 @@ struct QueueState {
     /// Producers waiting in `room()` or `push_when_room()`: a drain notifies only when
     /// there are any (most sessions never have one, and notifying takes a lock).
     room_waiters: usize,
+}
+
+impl QueueState {
+    /// The queued bytes that count against the bound: all but replayed history.
+    fn bounded_bytes(&self) -> usize {
+        self.bytes - self.replay_bytes
+    }
+
+    /// Accounts for `len` bytes taken off the front of the queue, where replayed history
+    /// is.
+    fn took_front(&mut self, len: usize) {
+        self.bytes -= len;
+        self.replay_bytes -= len.min(self.replay_bytes);
+    }
 }
 
 /// The shared half of a session: its queue, its close state, and its wake-ups.
@@ -343,22 +360,25 @@ impl Link {
     ) -> Option<PushOutcome> {
         // A single event larger than the whole bound still goes through an empty queue:
         // the bound is about falling behind, not about event size.
-        if q.items.is_empty() || q.bytes + len <= self.max_bytes {
+        if q.items.is_empty() || q.bounded_bytes() + len <= self.max_bytes {
             return Some(PushOutcome::Queued);
         }
         match policy {
             SlowClientPolicy::Disconnect => {
                 q.items.clear();
                 q.bytes = 0;
+                q.replay_bytes = 0;
                 q.closed = Some(CloseReason::Slow);
                 q.stats.disconnected_slow = true;
                 None
             }
             SlowClientPolicy::DropOldest => {
                 let mut dropped = 0;
-                while !q.items.is_empty() && q.bytes + len > self.max_bytes {
+                // Oldest first: replayed history, if any is still queued, goes before the
+                // live events behind it.
+                while !q.items.is_empty() && q.bounded_bytes() + len > self.max_bytes {
                     if let Some(old) = q.items.pop_front() {
-                        q.bytes -= old.len();
+                        q.took_front(old.len());
                         dropped += 1;
                     }
                 }
@@ -370,6 +390,7 @@ impl Link {
                 let replaced = q.items.len() as u64;
                 q.items.clear();
                 q.bytes = 0;
+                q.replay_bytes = 0;
                 q.owed.replaced += replaced;
                 q.stats.replaced += replaced;
                 Some(PushOutcome::Replaced(replaced))
@@ -390,6 +411,7 @@ impl Link {
         let before = q.items.len();
         for item in items {
             q.bytes += item.len();
+            q.replay_bytes += item.len();
             q.items.push_back(item);
         }
         let waker = if q.items.len() > before {
@@ -481,6 +503,7 @@ impl Link {
         if reason == CloseReason::ClientGone {
             q.items.clear();
             q.bytes = 0;
+            q.replay_bytes = 0;
             q.owed = Owed::default();
         }
         let callbacks = std::mem::take(&mut q.callbacks);
@@ -543,7 +566,7 @@ impl Link {
             notified.as_mut().enable();
             {
                 let q = self.lock();
-                if q.closed.is_some() || q.bytes < self.max_bytes {
+                if q.closed.is_some() || q.bounded_bytes() < self.max_bytes {
                     return;
                 }
             }
@@ -564,7 +587,7 @@ impl Link {
                 if q.closed.is_some() {
                     return Err(closed_error());
                 }
-                if q.items.is_empty() || q.bytes + bytes.len() <= self.max_bytes {
+                if q.items.is_empty() || q.bounded_bytes() + bytes.len() <= self.max_bytes {
                     enqueue_and_wake(q, bytes);
                     return Ok(());
                 }
@@ -605,7 +628,7 @@ fn take_write(q: &mut QueueState) -> Bytes {
     };
     let small = |b: &Bytes| b.len() < PASS_THROUGH_BYTES;
     if !small(&first) || !q.items.front().is_some_and(small) {
-        q.bytes -= first.len();
+        q.took_front(first.len());
         return first;
     }
     let mut buf = BytesMut::with_capacity(q.bytes.min(BATCH_BYTES));
@@ -617,7 +640,7 @@ fn take_write(q: &mut QueueState) -> Bytes {
         buf.extend_from_slice(next);
         q.items.pop_front();
     }
-    q.bytes -= buf.len();
+    q.took_front(buf.len());
     buf.freeze()
 }
 
@@ -731,6 +754,38 @@ mod tests {
 
     fn queued(link: &Link) -> Vec<usize> {
         link.lock().items.iter().map(Bytes::len).collect()
+    }
+
+    #[test]
+    fn replayed_history_does_not_count_against_the_bound() {
+        let big_replay = || (0..10).map(|_| Bytes::from(vec![b'r'; 100]));
+        for policy in [
+            SlowClientPolicy::Disconnect,
+            SlowClientPolicy::DropOldest,
+            SlowClientPolicy::LatestOnly,
+        ] {
+            // A replay of 1,000 bytes into a queue bounded at 150, then live events: the
+            // client has not fallen behind on anything yet, so no policy acts.
+            let link = Link::new(150);
+            link.push_unbounded(big_replay()).unwrap();
+            for _ in 0..3 {
+                let outcome = link.push(Bytes::from_static(&[b'l'; 40]), None, policy);
+                assert_eq!(outcome.unwrap(), PushOutcome::Queued, "{policy}");
+            }
+            assert_eq!(queued(&link).len(), 13, "{policy}");
+            // One more live event passes the bound for live events: now the policy acts.
+            let outcome = link.push(Bytes::from_static(&[b'l'; 40]), None, policy);
+            assert_ne!(outcome.unwrap(), PushOutcome::Queued, "{policy}");
+        }
+
+        // Taking the replay out gives the whole bound back to live events.
+        let link = Link::new(150);
+        link.push_unbounded(big_replay()).unwrap();
+        let mut q = link.lock();
+        while q.replay_bytes > 0 {
+            take_write(&mut q);
+        }
+        assert_eq!((q.bytes, q.bounded_bytes()), (0, 0));
     }
 
     #[test]
