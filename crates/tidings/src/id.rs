@@ -123,8 +123,12 @@ impl IdGenerator {
     pub fn next_at(&mut self, now_ms: u64) -> EventId {
         self.last = if now_ms > self.last.ms {
             EventId::new(now_ms, 0)
+        } else if let Some(seq) = self.last.seq.checked_add(1) {
+            EventId::new(self.last.ms, seq)
         } else {
-            EventId::new(self.last.ms, self.last.seq + 1)
+            // The sequence is spent (only after `after` a made-up id): go on in the next
+            // millisecond. At the very last id there is nowhere to go; it stays there.
+            EventId::new(self.last.ms.saturating_add(1), 0).max(self.last)
         };
         self.last
     }
@@ -139,6 +143,14 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spent_sequence_moves_to_the_next_millisecond_and_never_back() {
+        let mut ids = IdGenerator::after(EventId::new(7, u64::MAX));
+        assert_eq!(ids.next_at(7), EventId::new(8, 0));
+        let mut ids = IdGenerator::after(EventId::new(u64::MAX, u64::MAX));
+        assert_eq!(ids.next_at(0), EventId::new(u64::MAX, u64::MAX));
+    }
 
     #[test]
     fn parses_and_prints() {

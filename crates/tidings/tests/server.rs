@@ -581,7 +581,9 @@ async fn a_long_replay_is_not_falling_behind() {
         session.stats().queued_bytes > 256 * 1024,
         "the replay is larger than the default bound"
     );
-    let live = channel.broadcast(&Event::new().data("live")).expect("broadcast");
+    let live = channel
+        .broadcast(&Event::new().data("live"))
+        .expect("broadcast");
     assert_eq!(live.recipients, 1);
     assert!(!session.is_closed());
     assert_eq!(channel.stats().slow_disconnects, 0);

@@ -343,9 +343,10 @@ impl<S: Send + Sync + 'static> Channel<S> {
         }
     }
 
-    /// How many events the history holds now (0 without history).
+    /// How many events the history holds now (0 without history). Events past the age
+    /// limit are dropped here, as at every broadcast and registration.
     pub fn history_len(&self) -> usize {
-        self.lock().history.as_ref().map_or(0, History::len)
+        self.lock().history.as_mut().map_or(0, History::len)
     }
 
     /// The newest id this channel gave out (its creation point when nothing was sent).

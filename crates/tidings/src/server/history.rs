@@ -117,7 +117,9 @@ impl History {
         self.trim();
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// How many events are kept, once those past the age limit are dropped.
+    pub(crate) fn len(&mut self) -> usize {
+        self.trim();
         self.entries.len()
     }
 
@@ -194,6 +196,14 @@ mod tests {
         h
     }
 
+    #[test]
+    fn events_past_the_age_limit_are_not_counted() {
+        let mut h = history(HistoryLimits::new().max_age(Duration::from_millis(20)));
+        assert_eq!(h.len(), 5);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(h.len(), 0);
+    }
+
     fn replayed(r: &Resume) -> Vec<&[u8]> {
         r.replay.iter().map(|b| &b[..]).collect()
     }
@@ -242,7 +252,7 @@ mod tests {
 
     #[test]
     fn byte_limit_trims() {
-        let h = history(HistoryLimits::new().max_bytes(4));
+        let mut h = history(HistoryLimits::new().max_bytes(4));
         assert_eq!(h.len(), 2);
     }
 

@@ -93,8 +93,11 @@ impl SessionConfig {
 
     /// The quiet period after which a `:` comment is written to keep proxies from closing
     /// the stream (`None`: never). Any write resets it.
+    ///
+    /// A zero period (comments without pause) and one longer than a year (too long to
+    /// time) both mean never, as `None` does.
     pub fn keep_alive(mut self, keep_alive: Option<Duration>) -> SessionConfig {
-        self.keep_alive = keep_alive;
+        self.keep_alive = keep_alive.filter(|p| !p.is_zero() && *p <= MAX_KEEP_ALIVE);
         self
     }
 
@@ -117,6 +120,9 @@ impl SessionConfig {
         self
     }
 }
+
+/// The longest keep-alive period taken (see [`SessionConfig::keep_alive`]).
+const MAX_KEEP_ALIVE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Reads a client's last event id: the `Last-Event-ID` header, else the `lastEventId`
 /// query parameter (how XDomainRequest-era polyfills send it). A header that is not
@@ -380,6 +386,18 @@ impl<S> Session<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keep_alive_that_cannot_be_timed_means_never() {
+        let period = |p| SessionConfig::new().keep_alive(p).keep_alive;
+        assert_eq!(
+            period(Some(Duration::from_secs(20))),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(period(Some(Duration::ZERO)), None);
+        assert_eq!(period(Some(Duration::MAX)), None);
+        assert_eq!(period(None), None);
+    }
 
     #[test]
     fn last_event_id_header_wins_over_query() {
