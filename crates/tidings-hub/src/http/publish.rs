@@ -24,6 +24,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode, Uri};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use tidings::server::GAP_EVENT_TYPE;
 use tidings::Event;
@@ -96,7 +97,15 @@ async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<
         return Err(Problem::too_large(limit));
     }
     let mut read = BytesMut::new();
-    while let Some(frame) = body.frame().await {
+    let deadline = Instant::now() + BODY_TIME;
+    loop {
+        let wait = deadline.min(Instant::now() + BODY_IDLE);
+        let Ok(next) = tokio::time::timeout_at(wait, body.frame()).await else {
+            return Err(body_too_slow());
+        };
+        let Some(frame) = next else {
+            break;
+        };
         let frame = frame.map_err(|err| {
             Problem::bad_request(
                 "unreadable-body",
@@ -114,6 +123,26 @@ async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<
         read.extend_from_slice(&data);
     }
     Ok(read.freeze())
+}
+
+/// A publish body must keep coming (something at least this often) and be whole within
+/// `BODY_TIME`; otherwise the request is answered 408 and its connection closed, so a
+/// stalled upload holds no connection (and no shutdown) for long.
+const BODY_IDLE: Duration = Duration::from_secs(10);
+const BODY_TIME: Duration = Duration::from_secs(60);
+
+fn body_too_slow() -> Problem {
+    Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body-timeout",
+        "Request body too slow",
+        format!(
+            "the request body stopped arriving: nothing came for {} s, or the whole of it took \
+             more than {} s",
+            BODY_IDLE.as_secs(),
+            BODY_TIME.as_secs()
+        ),
+    )
 }
 
 /// How much of a refused body is read and thrown away at most, and for how long, before

@@ -141,6 +141,31 @@ async fn bad_requests_are_problem_json() {
     assert!(d.to_lowercase().contains("utf-8"), "{d}");
 }
 
+/// An upload that stalls is answered 408 and its connection closed, instead of holding
+/// the connection (and any graceful shutdown) for as long as the client likes.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_publish_body_is_answered_408() {
+    let hub = TestHub::start(Settings::default()).await;
+    let mut tcp = tokio::net::TcpStream::connect(hub.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /publish HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 1000\r\n\r\ntopic=a",
+        hub.addr
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    // Nothing more comes; the (paused) clock runs on to the hub's body timeout.
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), tcp.read_to_end(&mut response))
+        .await
+        .expect("the hub answers and closes")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(text.contains("application/problem+json"), "{text}");
+    assert_eq!(hub.get("/topics").await.json()["topics"], json!([]));
+}
+
 /// Heads that are not HTTP, too many headers, a target that is not a URI, a head too
 /// long: each is answered with problem+json too, not an empty body.
 #[tokio::test]
