@@ -26,6 +26,8 @@ use crate::error::{Error, ErrorKind};
 pub(super) const DB_FILE: &str = "tidings.sqlite3";
 /// SQLite's write-ahead log beside it (the writer fsyncs it itself, see `writer.rs`).
 pub(super) const WAL_FILE: &str = "tidings.sqlite3-wal";
+/// SQLite's shared-memory index of the write-ahead log.
+const SHM_FILE: &str = "tidings.sqlite3-shm";
 /// The lock file in a data dir.
 pub(super) const LOCK_FILE: &str = "tidings.lock";
 /// The on-disk format this build writes and reads.
@@ -70,9 +72,20 @@ pub(super) struct DataDir {
 impl DataDir {
     /// Creates the dir if it does not exist and takes its lock.
     pub(super) fn lock(path: &Path) -> Result<DataDir, Error> {
+        if path.exists() && !path.is_dir() {
+            return Err(Error::new(
+                ErrorKind::Engine,
+                format!(
+                    "the data dir {} is a file, not a directory; point --data-dir at a directory (it is created if missing)",
+                    path.display()
+                ),
+            ));
+        }
         std::fs::create_dir_all(path).map_err(|e| {
+            // The directory to fix is the nearest one that exists.
+            let existing = path.ancestors().find(|a| a.is_dir()).unwrap_or(path);
             open_error(
-                path,
+                existing,
                 format!("cannot create the data dir {}", path.display()),
                 e,
             )
@@ -91,6 +104,28 @@ impl DataDir {
                 )
             })?;
         take_lock(path, &lock_path, &lock)?;
+        // SQLite opens a file it may not write read-only without a word, and the first
+        // publish would fail: say so now.
+        for name in [DB_FILE, WAL_FILE, SHM_FILE] {
+            let file = path.join(name);
+            if !file.exists() {
+                continue;
+            }
+            if let Err(e) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&file)
+            {
+                return Err(Error::with_source(
+                    ErrorKind::Engine,
+                    format!(
+                        "the database file {} cannot be written; make it writable by the hub's user, or point --data-dir at another directory",
+                        file.display()
+                    ),
+                    e,
+                ));
+            }
+        }
         Ok(DataDir {
             path: path.to_owned(),
             _lock: lock,
@@ -335,7 +370,7 @@ pub(super) fn write_error(dir: &Path, err: rusqlite::Error) -> Error {
             dir.display()
         ),
         Some(ErrorCode::ReadOnly) => format!(
-            "the data dir {} has become read-only; make it writable and publish again",
+            "the data dir {} or a file in it has become read-only; make them writable and publish again",
             dir.display()
         ),
         Some(ErrorCode::SystemIoFailure) => format!(

@@ -354,6 +354,27 @@ async fn a_failed_fsync_is_not_acknowledged_and_stops_publishing_until_a_restart
 }
 
 #[test]
+fn a_data_dir_that_is_a_file_or_holds_an_unwritable_database_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let message = DiskEngine::open(&file, options(10))
+        .expect_err("a file")
+        .to_string();
+    assert!(message.contains("is a file, not a directory"), "{message}");
+
+    // A database "file" that cannot be opened for writing (here a directory, since tests
+    // may run as root, for whom permissions do not stop a write) stops the start, rather
+    // than SQLite quietly opening it read-only and every publish failing.
+    std::fs::create_dir(dir.path().join(store::DB_FILE)).expect("mkdir");
+    let message = DiskEngine::open(dir.path(), options(10))
+        .expect_err("not writable")
+        .to_string();
+    assert!(message.contains("cannot be written"), "{message}");
+    assert!(message.contains(store::DB_FILE), "{message}");
+}
+
+#[test]
 fn a_corrupt_database_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join(store::DB_FILE);
