@@ -125,3 +125,58 @@ fn invalid_settings_exit_with_the_usage_code() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("max_topics must be at least 1"), "{stderr}");
 }
+
+/// Started under a low open-files limit (as shells and systemd start services), the hub
+/// raises it to the hard limit and keeps `max_connections` under it, so that it answers
+/// 503 past it rather than failing to accept anyone.
+#[test]
+fn a_low_open_files_limit_is_raised_and_max_connections_fits_under_it() {
+    let script = format!(
+        "ulimit -Sn 200 && ulimit -Hn 300 && exec '{}' --listen 127.0.0.1:0 --log-format json --memory",
+        env!("CARGO_BIN_EXE_tidings")
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut warning = None;
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let log: serde_json::Value = serde_json::from_str(&line.expect("a line")).expect("JSON");
+        if log["fields"]["address"].is_string() {
+            break;
+        }
+        if log["fields"]["open_files_limit"].is_u64() {
+            warning = Some(log);
+        }
+    }
+    // Keep draining the log so the hub never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("the hub's limits");
+    send_signal(&child, "-TERM");
+    assert!(wait_for_exit(&mut child).success());
+
+    let warning = warning.expect("a warning about the limit");
+    assert_eq!(warning["fields"]["open_files_limit"], 300);
+    let message = warning["fields"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("lowering max_connections to 172"),
+        "{message}"
+    );
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open-files line");
+    assert!(
+        open_files
+            .split_whitespace()
+            .filter(|w| *w == "300")
+            .count()
+            == 2,
+        "soft raised to hard: {open_files}"
+    );
+}

@@ -50,9 +50,10 @@ impl Server {
     /// # Errors
     /// As [`Server::bind`].
     pub async fn bind_with_engine(
-        settings: Settings,
+        mut settings: Settings,
         engine: Arc<dyn crate::engine::Engine>,
     ) -> Result<Server, Error> {
+        fit_open_files(&mut settings);
         let listen = settings.listen;
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             Error::with_source(ErrorKind::Io, format!("cannot listen on {listen}"), e)
@@ -227,3 +228,44 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+/// File descriptors kept for everything but event streams: the listener, publishers and
+/// health checks, the engine's files, the runtime's own.
+const RESERVED_FILES: u64 = 128;
+
+/// Raises the soft limit on open files to the hard one (shells and systemd start a process
+/// at 1,024, far below what an SSE hub holds), then keeps `max_connections` under what the
+/// limit allows: past it the hub answers 503, instead of failing to accept anyone at all.
+#[cfg(unix)]
+fn fit_open_files(settings: &mut Settings) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let mut soft = limit.current;
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            soft = limit.maximum;
+        }
+    }
+    // `None` is no limit at all.
+    let Some(soft) = soft else {
+        return;
+    };
+    let room = usize::try_from(soft.saturating_sub(RESERVED_FILES))
+        .unwrap_or(usize::MAX)
+        .max(16);
+    if settings.max_connections > room {
+        tracing::warn!(
+            max_connections = settings.max_connections,
+            open_files_limit = soft,
+            "lowering max_connections to {room} to stay under the open-files limit; raise the limit (ulimit -n, systemd LimitNOFILE=) to hold more streams"
+        );
+        settings.max_connections = room;
+    }
+}
+
+#[cfg(not(unix))]
+fn fit_open_files(_settings: &mut Settings) {}
