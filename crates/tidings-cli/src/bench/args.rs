@@ -65,7 +65,8 @@ pub struct BenchArgs {
     pub connect_rate: f64,
 
     /// Give up on a connection that has not answered with its response head after this
-    /// many seconds.
+    /// many seconds, and on a publish request that has not been answered (after three
+    /// such publishes in a row, the rest are not sent).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = seconds)]
     pub connect_timeout: f64,
 

@@ -70,6 +70,7 @@ async fn bench(args: BenchArgs) -> Result<ExitCode, (u8, String)> {
             body: args.body.clone(),
             rate: args.rate,
             count: args.count,
+            timeout: Duration::from_secs_f64(args.connect_timeout),
         }),
         None => None,
     };

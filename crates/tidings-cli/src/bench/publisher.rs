@@ -28,7 +28,12 @@ pub struct Publisher {
     pub rate: f64,
     /// How many events.
     pub count: u64,
+    /// How long one request may wait for its whole answer.
+    pub timeout: Duration,
 }
+
+/// After this many requests in a row got no answer in time, the rest are not sent.
+const GIVE_UP_AFTER_TIMEOUTS: usize = 3;
 
 /// How publishing went; `published[seq]` is whether event `seq` was accepted (2xx).
 #[derive(Debug, Default)]
@@ -49,12 +54,30 @@ impl Publisher {
         let mut connection: Option<TcpStream> = None;
         let mut buf = Vec::new();
         outcome.borrow_mut().published = vec![false; self.count as usize];
+        let mut timeouts_in_a_row = 0;
         for seq in 0..self.count {
+            if timeouts_in_a_row == GIVE_UP_AFTER_TIMEOUTS {
+                let left = self.count - seq;
+                outcome.borrow_mut().failures.extend((0..left).map(|_| {
+                    format!("not sent: {GIVE_UP_AFTER_TIMEOUTS} requests in a row got no answer")
+                }));
+                break;
+            }
             if let Some(interval) = interval {
                 tokio::time::sleep_until((start + interval.mul_f64(seq as f64)).into()).await;
             }
             let request = self.request(seq);
-            let result = self.send(&mut connection, &mut buf, &request).await;
+            let sent = self.send(&mut connection, &mut buf, &request);
+            let result = match tokio::time::timeout(self.timeout, sent).await {
+                Ok(result) => {
+                    timeouts_in_a_row = 0;
+                    result
+                }
+                Err(_) => {
+                    timeouts_in_a_row += 1;
+                    Err(format!("no answer within {} s", self.timeout.as_secs_f64()))
+                }
+            };
             let mut outcome = outcome.borrow_mut();
             match result {
                 Ok(()) => outcome.published[seq as usize] = true,
