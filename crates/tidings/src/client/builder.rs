@@ -96,13 +96,19 @@ impl Builder {
 
     /// Adds a header to every request (repeat the name to send it several times).
     ///
-    /// `Accept`, `Cache-Control` and `Last-Event-ID` are set by the client and replace any
-    /// given here; use [`Builder::last_event_id`] to resume from an id. `Authorization`,
+    /// `Accept` and `Cache-Control` are set by the client and replace any given here. A
+    /// `Last-Event-ID` given here is the id to start from, as with
+    /// [`Builder::last_event_id`]; after that the client sends the id it has committed. `Authorization`,
     /// `Proxy-Authorization` and `Cookie` are not sent on when a redirect leaves the origin.
     ///
     /// An invalid name or value makes [`Builder::build`] fail with
     /// [`ErrorKind::InvalidRequest`].
     pub fn header(mut self, name: &str, value: &str) -> Builder {
+        // The protocol owns this header (it carries the committed id on every reconnect):
+        // given here, it is the id to start from.
+        if name.eq_ignore_ascii_case("last-event-id") {
+            return self.last_event_id(value);
+        }
         let parsed_name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
             Error::with_source(
                 ErrorKind::InvalidRequest,
@@ -293,6 +299,13 @@ mod tests {
             .build()
             .expect_err("bad certificate");
         assert_eq!(error.kind(), ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn a_last_event_id_header_is_the_id_to_start_from() {
+        let built = Builder::new("http://127.0.0.1:1/").header("Last-Event-ID", "41-0");
+        assert_eq!(built.last_event_id, "41-0");
+        assert!(built.headers.get("last-event-id").is_none());
     }
 
     #[test]
