@@ -77,8 +77,9 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_ENGINE", value_name = "ENGINE")]
     pub engine: Option<EngineKind>,
 
-    /// Keep events in memory only (history is lost on restart): short for --engine memory.
-    #[arg(long, conflicts_with = "engine")]
+    /// Keep events in memory only (history is lost on restart): short for --engine memory,
+    /// and wins over any engine given elsewhere (TIDINGS_ENGINE, the config file).
+    #[arg(long)]
     #[serde(skip)]
     pub memory: bool,
 
@@ -256,7 +257,12 @@ impl<'de> Deserialize<'de> for HumanDuration {
             Seconds(u64),
             Text(String),
         }
-        match Raw::deserialize(d)? {
+        let raw = Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a duration: a whole number of seconds (15) or a string such as \"15s\", \"500ms\", \"2m\", \"1h\"",
+            )
+        })?;
+        match raw {
             Raw::Seconds(n) => Ok(HumanDuration(Duration::from_secs(n))),
             Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
         }
@@ -389,7 +395,10 @@ impl Config {
                 file.cors_origin
             } else {
                 self.cors_origin.clone()
-            },
+            }
+            .iter()
+            .map(|origin| normalize_origin(origin))
+            .collect(),
             max_body_bytes: self
                 .max_body_bytes
                 .or(file.max_body_bytes)
@@ -457,6 +466,20 @@ impl Settings {
     /// # Errors
     /// [`ErrorKind::Config`] naming the setting that is out of range.
     pub fn validate(&self) -> Result<(), Error> {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        let at_most_a_day = [
+            ("retry", Some(self.retry)),
+            ("keep_alive", self.keep_alive),
+            ("shutdown_timeout", Some(self.shutdown_timeout)),
+        ];
+        for (name, value) in at_most_a_day {
+            if value.is_some_and(|v| v > DAY) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("{name} must be at most a day (24h)"),
+                ));
+            }
+        }
         let at_least_one = [
             ("history_max_events", self.history_max_events),
             ("max_body_bytes", self.max_body_bytes),
@@ -486,7 +509,29 @@ impl Settings {
     }
 }
 
-/// An origin is `scheme://host[:port]`, exactly as a browser sends it in `Origin`.
+/// An origin as a browser sends it in `Origin`: surrounding spaces (as in `a, b` in the
+/// environment variable) dropped, scheme and host in lower case, and no default port.
+/// What is not an origin at all is left for [`check_origin`] to refuse.
+fn normalize_origin(origin: &str) -> String {
+    let origin = origin.trim();
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return origin.to_owned();
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let rest = rest.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => "",
+    };
+    let host = match rest.strip_suffix(default_port) {
+        Some(host) if !default_port.is_empty() => host,
+        _ => &rest,
+    };
+    format!("{scheme}://{host}")
+}
+
+/// An origin is `http(s)://host[:port]`, exactly as a browser sends it in `Origin`.
 fn check_origin(origin: &str) -> Result<(), Error> {
     let bad = |why: &str| {
         Error::new(
@@ -503,8 +548,37 @@ fn check_origin(origin: &str) -> Result<(), Error> {
     if scheme.is_empty() || rest.is_empty() {
         return Err(bad("has no scheme or host"));
     }
+    if !matches!(scheme, "http" | "https") {
+        return Err(bad("is not http:// or https://"));
+    }
     if rest.contains('/') {
         return Err(bad("has a path (or a trailing `/`)"));
+    }
+    if let Some(c) = rest
+        .chars()
+        .find(|c| matches!(c, '?' | '#' | '@') || c.is_whitespace())
+    {
+        return Err(bad(&format!(
+            "holds {c:?}: an origin is only a scheme, a host and a port"
+        )));
+    }
+    let (host, port) = match rest.rsplit_once(':').filter(|(_, p)| !p.contains(']')) {
+        Some((host, port)) => (host, Some(port)),
+        None => (rest, None),
+    };
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if let Some(port) = port {
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(bad("has an invalid port"));
+        }
+    }
+    if origin != normalize_origin(origin) {
+        return Err(bad(&format!(
+            "is not as a browser sends it ({:?})",
+            normalize_origin(origin)
+        )));
     }
     if http::HeaderValue::from_str(origin).is_err() {
         return Err(bad("is not a valid header value"));
@@ -564,17 +638,62 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_errors() {
         assert!(Config::from_toml("max_body_byte = 1").is_err());
+        let too_long = Config {
+            retry: Some(HumanDuration(Duration::from_secs(u64::MAX / 2))),
+            ..Config::default()
+        };
+        assert!(too_long.resolve().is_err());
+        for bad in ["keep_alive = -5", "keep_alive = 1.5", "keep_alive = true"] {
+            let err = Config::from_toml(bad).expect_err(bad).to_string();
+            assert!(err.contains("expected a duration"), "{bad}: {err}");
+        }
         let zero = Config {
             max_topics: Some(0),
             ..Config::default()
         };
         assert_eq!(zero.resolve().expect_err("zero").kind(), ErrorKind::Config);
-        for bad in ["*", "example.com", "http://a.test/", "http://"] {
+        for bad in [
+            "*",
+            "example.com",
+            "http://a.test/",
+            "http://",
+            "http://a.test?x=1",
+            "http://a.test#f",
+            "ftp://a.test",
+            "http://a b",
+            "http://a.test:99999",
+            "http://:80",
+            "http://user@a.test",
+        ] {
             let c = Config {
                 cors_origin: vec![bad.to_owned()],
                 ..Config::default()
             };
             assert!(c.resolve().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn origins_are_taken_as_browsers_send_them() {
+        let c = Config {
+            cors_origin: vec![
+                " http://a.test".to_owned(),
+                "https://App.Example.com".to_owned(),
+                "http://c.test:80".to_owned(),
+                "https://d.test:443".to_owned(),
+                "http://e.test:8080".to_owned(),
+            ],
+            ..Config::default()
+        };
+        assert_eq!(
+            c.resolve().expect("valid").cors_origins,
+            [
+                "http://a.test",
+                "https://app.example.com",
+                "http://c.test",
+                "https://d.test",
+                "http://e.test:8080"
+            ]
+        );
     }
 }

@@ -139,6 +139,12 @@ impl Hub {
 /// data dir cannot be created or written, is in use by another hub, or holds a corrupt
 /// database; the message names the path and what to do).
 pub(crate) fn open_engine(settings: &Settings) -> Result<Arc<dyn Engine>, Error> {
+    if settings.engine == EngineKind::Memory && settings.history_max_bytes.is_some() {
+        tracing::warn!(
+            history_max_bytes = settings.history_max_bytes,
+            "history_max_bytes applies to the disk engine only; the memory engine keeps history_max_events and history_max_age"
+        );
+    }
     if settings.engine == EngineKind::Memory && !settings.retention.is_empty() {
         tracing::warn!(
             topics = ?settings.retention.keys().collect::<Vec<_>>(),

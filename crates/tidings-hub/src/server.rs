@@ -187,6 +187,7 @@ pub fn serve_blocking(config: Config) -> Result<(), Error> {
 /// # Errors
 /// [`ErrorKind::Config`] when the log filter does not parse.
 pub fn init_logging(settings: &Settings) -> Result<(), Error> {
+    check_log_filter(&settings.log)?;
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log).map_err(|e| {
         Error::with_source(
             ErrorKind::Config,
@@ -202,6 +203,31 @@ pub fn init_logging(settings: &Settings) -> Result<(), Error> {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    Ok(())
+}
+
+/// Refuses a log filter that would quietly log nothing: `EnvFilter` reads a bare word that
+/// is not a level (`warning`, `verbose`) as a target name, which matches no log at all.
+fn check_log_filter(filter: &str) -> Result<(), Error> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let refuse = |why: String| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "log filter {filter:?}: {why}; use a level ({}) or target=level, comma-separated",
+                LEVELS.join(", ")
+            ),
+        )
+    };
+    if filter.trim().is_empty() {
+        return Err(refuse("it is empty".to_owned()));
+    }
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains('=') && !directive.contains('[');
+        if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+            return Err(refuse(format!("`{directive}` is not a level")));
+        }
+    }
     Ok(())
 }
 
@@ -269,3 +295,24 @@ fn fit_open_files(settings: &mut Settings) {
 
 #[cfg(not(unix))]
 fn fit_open_files(_settings: &mut Settings) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_filters_that_would_log_nothing_are_refused() {
+        for good in [
+            "info",
+            "WARN",
+            "warn,tidings_hub=debug",
+            "tidings_hub::fanout=trace",
+        ] {
+            assert!(check_log_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["warning", "verbose", "", "  ", "info,nonsense"] {
+            let err = check_log_filter(bad).expect_err(bad);
+            assert_eq!(err.kind(), ErrorKind::Config);
+        }
+    }
+}
