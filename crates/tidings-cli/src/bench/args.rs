@@ -67,7 +67,7 @@ pub struct BenchArgs {
     /// Give up on a connection that has not answered with its response head after this
     /// many seconds, and on a publish request that has not been answered (after three
     /// such publishes in a row, the rest are not sent).
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = seconds)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
     pub connect_timeout: f64,
 
     /// Send this header with every subscribe request, written 'Name: value' (repeatable).
@@ -157,6 +157,14 @@ fn seconds(text: &str) -> Result<f64, String> {
         ));
     }
     Ok(value)
+}
+
+/// A duration in seconds that is not zero (a timeout).
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match seconds(text)? {
+        0.0 => Err(format!("`{text}`: a timeout of 0 s would give up at once")),
+        value => Ok(value),
+    }
 }
 
 /// A rate: a finite number of events per second, 0 or at least one per day.
@@ -377,6 +385,8 @@ mod tests {
         for bad in ["nan", "inf", "-1", "1e30", "x"] {
             assert!(seconds(bad).is_err(), "{bad}");
         }
+        assert!(positive_seconds("0").is_err());
+        assert_eq!(positive_seconds("0.5"), Ok(0.5));
         assert_eq!(per_second("0"), Ok(0.0));
         assert_eq!(per_second("500"), Ok(500.0));
         for bad in ["nan", "inf", "-3", "1e-300", "1e30"] {

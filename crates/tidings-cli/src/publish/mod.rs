@@ -64,7 +64,7 @@ pub struct PublishArgs {
     batch_bytes: u64,
 
     /// Give up on a request that gets no answer within this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
 }
 
