@@ -157,6 +157,7 @@ pub async fn serve(config: Config) -> Result<(), Error> {
     let settings = config.resolve()?;
     init_logging(&settings)?;
     let server = Server::bind(settings).await?;
+    let shutdown = shutdown_signal();
     let settings = server.hub().settings();
     tracing::info!(
         address = %server.local_addr(),
@@ -165,7 +166,7 @@ pub async fn serve(config: Config) -> Result<(), Error> {
         "tidings hub listening on http://{}",
         server.local_addr()
     );
-    server.run().await
+    server.run_until(shutdown).await
 }
 
 /// [`serve`] on a new multi-threaded tokio runtime, for a `main` that has none: the
@@ -232,26 +233,29 @@ fn check_log_filter(filter: &str) -> Result<(), Error> {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    // The handlers are installed here, before the future is first polled: a signal sent
+    // as soon as the hub says it is listening must not find the default action (exit).
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let (Ok(mut interrupt), Ok(mut terminate)) = (interrupt, terminate) else {
+                return std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
     }
 }
 
