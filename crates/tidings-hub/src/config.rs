@@ -58,6 +58,7 @@ use serde::Deserialize;
 use tidings::server::SlowClientPolicy;
 
 use crate::error::{Error, ErrorKind};
+use crate::http::cors::normalize_origin;
 
 /// The hub's settings as given: every field optional, from flags, the environment, or a
 /// TOML file. [`Config::resolve`] turns it into [`Settings`].
@@ -507,28 +508,6 @@ impl Settings {
         crate::engine::DiskOptions::from_settings(self)?;
         Ok(())
     }
-}
-
-/// An origin as a browser sends it in `Origin`: surrounding spaces (as in `a, b` in the
-/// environment variable) dropped, scheme and host in lower case, and no default port.
-/// What is not an origin at all is left for [`check_origin`] to refuse.
-fn normalize_origin(origin: &str) -> String {
-    let origin = origin.trim();
-    let Some((scheme, rest)) = origin.split_once("://") else {
-        return origin.to_owned();
-    };
-    let scheme = scheme.to_ascii_lowercase();
-    let rest = rest.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" => ":80",
-        "https" => ":443",
-        _ => "",
-    };
-    let host = match rest.strip_suffix(default_port) {
-        Some(host) if !default_port.is_empty() => host,
-        _ => &rest,
-    };
-    format!("{scheme}://{host}")
 }
 
 /// An origin is `http(s)://host[:port]`, exactly as a browser sends it in `Origin`.

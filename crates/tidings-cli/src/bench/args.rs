@@ -145,7 +145,6 @@ impl BenchArgs {
     }
 }
 
-/// Parses `--source`: `A-B` (an IPv4 range, both ends included) or `A,B,C`.
 /// A duration in seconds: a finite number from 0 up to a year.
 fn seconds(text: &str) -> Result<f64, String> {
     let value: f64 = text
@@ -191,6 +190,7 @@ fn method(text: &str) -> Result<String, String> {
         .map_err(|_| format!("`{text}` is not an HTTP method"))
 }
 
+/// Parses `--source`: `A-B` (an IPv4 range, both ends included) or `A,B,C`.
 fn parse_sources(text: &str) -> Result<Vec<IpAddr>, String> {
     if let Some((first, last)) = text.split_once('-') {
         let first: Ipv4Addr = first

@@ -107,20 +107,38 @@ pub fn check_publish_origin(
     ))
 }
 
-/// Whether `origin` (`scheme://host[:port]`) names `host` (`host[:port]`, as in `Host`),
-/// a port left out being the origin scheme's default on both sides.
+/// Whether `origin` (`http(s)://host[:port]`) names `host` (`host[:port]`, as in
+/// `Host`), compared as browsers write origins (case, the scheme's default port).
 fn is_own_origin(origin: &str, host: &str) -> bool {
-    let Some((scheme, authority)) = origin.split_once("://") else {
+    let Some((scheme, _)) = origin.split_once("://") else {
         return false;
     };
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return false;
+    }
+    normalize_origin(origin) == normalize_origin(&format!("{scheme}://{host}"))
+}
+
+/// An origin as a browser sends it in `Origin`: surrounding spaces (as in `a, b` in the
+/// environment variable) dropped, scheme and host in lower case, and no default port.
+/// What is not an origin at all is left as it is (the settings refuse it).
+pub(crate) fn normalize_origin(origin: &str) -> String {
+    let origin = origin.trim();
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return origin.to_owned();
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let rest = rest.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
         "http" => ":80",
         "https" => ":443",
-        _ => return false,
+        _ => "",
     };
-    let origin = authority.strip_suffix(default_port).unwrap_or(authority);
-    let host = host.strip_suffix(default_port).unwrap_or(host);
-    origin.eq_ignore_ascii_case(host)
+    let host = match rest.strip_suffix(default_port) {
+        Some(host) if !default_port.is_empty() => host,
+        _ => &rest,
+    };
+    format!("{scheme}://{host}")
 }
 
 #[cfg(test)]

@@ -98,8 +98,9 @@ impl Builder {
     ///
     /// `Accept` and `Cache-Control` are set by the client and replace any given here. A
     /// `Last-Event-ID` given here is the id to start from, as with
-    /// [`Builder::last_event_id`]; after that the client sends the id it has committed. `Authorization`,
-    /// `Proxy-Authorization` and `Cookie` are not sent on when a redirect leaves the origin.
+    /// [`Builder::last_event_id`]; after that the client sends the id it has committed.
+    /// `Authorization`, `Proxy-Authorization` and `Cookie` are not sent on when a redirect
+    /// leaves the origin.
     ///
     /// An invalid name or value makes [`Builder::build`] fail with
     /// [`ErrorKind::InvalidRequest`].
@@ -190,8 +191,9 @@ impl Builder {
 
     /// Reconnects when nothing at all (not even a `:` comment) arrives for this long,
     /// reporting [`ErrorKind::IdleTimeout`]; that includes waiting for the response head,
-    /// when this is shorter than the [connect timeout](Builder::connect_timeout). Pick it above the server's keep-alive interval
-    /// (Tidings servers comment every 15 s). Default: `None`, wait forever.
+    /// when this is shorter than the [connect timeout](Builder::connect_timeout). Pick it
+    /// above the server's keep-alive interval (Tidings servers comment every 15 s).
+    /// Default: `None`, wait forever.
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Builder {
         self.idle_timeout = timeout.into();
         self

@@ -179,7 +179,8 @@ impl SessionStream {
     }
 }
 
-/// Puts the gap notice owed for dropped events before what is left of the queue.
+/// Puts the gap notices owed for dropped or replaced events before what is left of the
+/// queue.
 fn with_drop_notice(bytes: Bytes, owed: Owed) -> Bytes {
     if owed.is_none() {
         return bytes;

@@ -116,20 +116,27 @@ pub(crate) fn sniff(bytes: &[u8], wanted: &dyn Fn(&request::Parts) -> bool) -> S
             ))
         }
     };
-    if let Some(path) = parsed.path.filter(|path| Uri::try_from(*path).is_err()) {
-        let shown: String = path.chars().take(100).collect();
-        return Sniffed::Malformed(Malformed::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-request",
-            format!(
-                "the request target {shown:?} is not a valid URI (bytes outside ASCII must be percent-encoded)"
-            ),
-        ));
-    }
+    // A complete head has a target; parsed once here, for the check and the request.
+    let Some(path) = parsed.path else {
+        return Sniffed::Hyper;
+    };
+    let uri = match Uri::try_from(path) {
+        Ok(uri) => uri,
+        Err(_) => {
+            let shown: String = path.chars().take(100).collect();
+            return Sniffed::Malformed(Malformed::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+                format!(
+                    "the request target {shown:?} is not a valid URI (bytes outside ASCII must be percent-encoded)"
+                ),
+            ));
+        }
+    };
     if head_len != bytes.len() || parsed.method != Some("GET") {
         return Sniffed::Hyper;
     }
-    match to_parts(&parsed) {
+    match to_parts(&parsed, uri) {
         Some(parts) if is_bodyless(&parts) && wanted(&parts) => {
             Sniffed::Lean(Box::new(LeanRequest { parts }))
         }
@@ -137,7 +144,7 @@ pub(crate) fn sniff(bytes: &[u8], wanted: &dyn Fn(&request::Parts) -> bool) -> S
     }
 }
 
-fn to_parts(parsed: &httparse::Request<'_, '_>) -> Option<request::Parts> {
+fn to_parts(parsed: &httparse::Request<'_, '_>, uri: Uri) -> Option<request::Parts> {
     let version = match parsed.version? {
         0 => Version::HTTP_10,
         1 => Version::HTTP_11,
@@ -145,7 +152,7 @@ fn to_parts(parsed: &httparse::Request<'_, '_>) -> Option<request::Parts> {
     };
     let mut builder = Request::builder()
         .method(Method::GET)
-        .uri(parsed.path?)
+        .uri(uri)
         .version(version);
     let headers = builder.headers_mut()?;
     for header in parsed.headers.iter() {
