@@ -7,18 +7,17 @@
 //! hub's fan-out through [`Engine::subscribe_live`].
 //!
 //! The hub chooses its engine at run time as an `Arc<dyn Engine>`; this crate ships
-//! [`MemoryEngine`] and [`DiskEngine`] (durable, in a data dir). A Redis engine implements
-//! the same trait.
+//! [`MemoryEngine`], [`DiskEngine`] (durable, in a data dir) and [`RedisEngine`] (shared by
+//! several hubs through one Redis server).
 //!
 //! # Where live events come from
 //!
 //! The fan-out does **not** deliver what the publish handler just appended. It delivers
 //! what the engine's live feed says was stored. For the memory engine the feed is filled
 //! by `append` itself, under the lock that assigns ids; for the disk engine, by its one
-//! writer after each commit; either way the feed is in id order. A Redis engine fills it from the shared store (e.g. a task that tails the
-//! streams or a pub/sub channel), so an event published on another hub reaches this hub's
-//! subscribers through the same path as a local one, and the publish path needs no
-//! change. Either way the feed may lag behind: when a receiver reports
+//! writer after each commit; for the Redis engine, by a task that tails a stream in Redis,
+//! so an event published on another hub reaches this hub's subscribers through the same
+//! path as a local one. Each feed is in id order. Either way the feed may lag behind: when a receiver reports
 //! [`broadcast::error::RecvError::Lagged`], the fan-out catches up by calling
 //! [`Engine::read_after`] from the last id it delivered, so the feed is a prompt, the
 //! storage is the truth, and nothing is silently dropped.
@@ -37,6 +36,7 @@
 
 mod disk;
 mod memory;
+mod redis;
 #[cfg(test)]
 mod test_support;
 
@@ -57,6 +57,7 @@ pub use disk::{
     DEFAULT_TRIM_BATCH, DEFAULT_TRIM_INTERVAL,
 };
 pub use memory::{MemoryEngine, DEFAULT_MAX_AGE, DEFAULT_MAX_EVENTS_PER_TOPIC};
+pub use redis::{RedisEngine, RedisOptions, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL};
 
 /// An event to store: what a publisher sent, validated, before it has an id.
 #[derive(Debug, Clone, PartialEq, Eq)]

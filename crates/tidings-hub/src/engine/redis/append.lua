@@ -1,0 +1,52 @@
+-- Stores a batch of events atomically and returns their ids.
+-- ARGV: prefix, max events per topic, max age in ms (0: none), log length, then four
+-- values per event: its topics (newline-separated), its data, its type ('' for none,
+-- else '=' and the type) and its retry in ms ('' for none).
+local p = ARGV[1]
+local max = tonumber(ARGV[2])
+local now = now_ms()
+local cutoff = age_cutoff(now, tonumber(ARGV[3]))
+local log_len = ARGV[4]
+
+-- The next ids follow the newest one (or the origin), even if the clock went back.
+local last = redis.call('GET', p .. 'id') or redis.call('GET', p .. 'origin')
+local ms, seq = now, -1
+if last then
+  local lms, lseq = id_parts(last)
+  if lms >= now then
+    ms, seq = lms, lseq
+  end
+else
+  -- The store was wiped: a new origin, so a resume from an older id reports a gap.
+  redis.call('SET', p .. 'origin', string.format('%d-0', now))
+  seq = 0
+end
+
+local ids = {}
+local prev = last or ''
+for i = 5, #ARGV, 4 do
+  seq = seq + 1
+  local id = string.format('%d-%d', ms, seq)
+  local topics, data, etype, retry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local fields = { 't', topics, 'd', data }
+  if etype ~= '' then
+    fields[#fields + 1] = 'e'
+    fields[#fields + 1] = string.sub(etype, 2)
+  end
+  if retry ~= '' then
+    fields[#fields + 1] = 'r'
+    fields[#fields + 1] = retry
+  end
+  -- The log feeds every hub's live tail; `p` (the previous id) lets a tail see a gap.
+  redis.call('XADD', p .. 'log', 'MAXLEN', '~', log_len, id, 'p', prev, unpack(fields))
+  for topic in string.gmatch(topics, '[^\n]+') do
+    redis.call('XADD', p .. 'topic:' .. topic, id, unpack(fields))
+    redis.call('HINCRBY', p .. 'published', topic, 1)
+    redis.call('HSET', p .. 'last', topic, id)
+    trim(p, topic, max, cutoff)
+  end
+  prev = id
+  ids[#ids + 1] = id
+end
+redis.call('SET', p .. 'id', prev)
+return ids

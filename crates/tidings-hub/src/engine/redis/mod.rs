@@ -1,0 +1,550 @@
+//! The Redis engine: several hubs share topics, ids and history through one Redis server.
+//!
+//! - **One id space for every hub.** Ids are assigned by a Lua script inside Redis from
+//!   the Redis server's clock and the newest id stored, so ids from any hub are ordered
+//!   with each other, and a client can resume on any hub with the id it last got from
+//!   another.
+//! - **Acknowledged means written to Redis.** [`Engine::append`] returns after the script
+//!   that stores the events has run. How durable that is, is Redis's setting: with
+//!   `appendonly yes` and `appendfsync always` every answered publish is on Redis's disk;
+//!   with Redis's defaults a Redis crash can lose the last second or more.
+//! - **Every hub delivers every event.** Each hub tails one stream (the *log*) with
+//!   `XREAD BLOCK` and feeds what it reads to its fan-out, so an event published on one
+//!   hub reaches the subscribers of all of them through the same path as a local one (see
+//!   `tail.rs`). Each log entry names the entry before it, so a tail that was away longer
+//!   than the log is kept sees the gap and reads the missing events back from the topics.
+//! - **History per topic**, one stream per topic, trimmed to `history_max_events` and
+//!   `history_max_age` like the memory engine's, by the same script that appends (and by
+//!   reads, for topics that no longer get events). A resume point reads one stream range
+//!   per matching topic, in one atomic script, so the gap check and the read see the same
+//!   snapshot.
+//!
+//! # Keys
+//!
+//! Every key starts with the prefix (`tidings:` by default), so one Redis can hold several
+//! independent hubs' data under different prefixes:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `id` | string | the newest id assigned |
+//! | `origin` | string | an id below every stored one, set when the data is first created |
+//! | `log` | stream | every event, with the id before it (`p`), trimmed to about 100,000 |
+//! | `topic:<topic>` | stream | the topic's retained events |
+//! | `last` | hash | topic -> its newest id |
+//! | `published` | hash | topic -> how many events were published to it |
+//! | `trimmed` | hash | topic -> the newest id trimmed from it |
+//!
+//! Stream entries have the fields `t` (topics, newline-separated), `d` (data), `e` (type,
+//! absent for `message`) and `r` (retry in ms, absent when none).
+//!
+//! Requirements: Redis 6.2 or later (exclusive stream ranges, `XTRIM MINID`), not in
+//! cluster mode (the scripts touch keys of many slots), with `maxmemory-policy
+//! noeviction` (an evicted key is history lost without a trace).
+
+mod tail;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use tidings::EventId;
+
+use super::{Engine, NewEvent, ReadBatch, StoredEvent, TopicInfo};
+use crate::error::{Error, ErrorKind};
+use crate::topics::{Topic, TopicFilter, TopicPattern};
+
+/// The Redis server the engine connects to when none is named.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// The prefix of every key the engine writes, when none is named.
+pub const DEFAULT_REDIS_PREFIX: &str = "tidings:";
+
+/// About how many entries the log keeps: how far behind a hub's tail can fall (e.g. while
+/// it cannot reach Redis) and still catch up from the log alone.
+const LOG_LENGTH: u64 = 100_000;
+/// How many stored events the live feed holds for a slow fan-out before it lags.
+const LIVE_FEED_CAPACITY: usize = 4096;
+/// How long a command may take before it fails (a blocking tail read waits less).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to Redis may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+const COMMON: &str = include_str!("common.lua");
+
+/// Where the Redis engine connects and what it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// The server, e.g. `redis://127.0.0.1:6379/0` or `rediss://user:pass@host:6380`.
+    pub url: String,
+    /// The prefix of every key the engine writes.
+    pub prefix: String,
+    /// Events kept per topic (at least 1).
+    pub max_events_per_topic: usize,
+    /// How long events are kept (`None`: no age limit).
+    pub max_age: Option<Duration>,
+}
+
+impl Default for RedisOptions {
+    fn default() -> RedisOptions {
+        RedisOptions {
+            url: DEFAULT_REDIS_URL.to_owned(),
+            prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+            max_events_per_topic: super::DEFAULT_MAX_EVENTS_PER_TOPIC,
+            max_age: Some(super::DEFAULT_MAX_AGE),
+        }
+    }
+}
+
+/// Events in Redis, shared by every hub that uses the same server and prefix. See the
+/// [module docs](self).
+pub struct RedisEngine {
+    store: Arc<Store>,
+    live: broadcast::Sender<Arc<StoredEvent>>,
+    tail: JoinHandle<()>,
+}
+
+/// The connection and scripts, shared by the engine and its tail.
+struct Store {
+    conn: ConnectionManager,
+    /// The URL without its password, for messages.
+    shown_url: String,
+    prefix: String,
+    max_events_per_topic: usize,
+    max_age_ms: u64,
+    start: Script,
+    append: Script,
+    read: Script,
+    topics: Script,
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine")
+            .field("url", &self.store.shown_url)
+            .field("prefix", &self.store.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisEngine {
+    /// Connects to the Redis server `options.url` names, checks that it can run the
+    /// engine, and starts tailing its log.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when the URL is not a Redis URL; [`ErrorKind::Engine`] when
+    /// the server cannot be reached, refuses the connection (e.g. a wrong password), is
+    /// older than 6.2 or runs in cluster mode.
+    pub async fn connect(options: RedisOptions) -> Result<RedisEngine, Error> {
+        let shown_url = redact(&options.url);
+        let client = redis::Client::open(options.url.as_str()).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                format!(
+                    "redis_url `{shown_url}` is not a Redis URL (e.g. redis://127.0.0.1:6379/0)"
+                ),
+                e,
+            )
+        })?;
+        let unreachable = |e: redis::RedisError| {
+            Error::with_source(
+                ErrorKind::Engine,
+                format!(
+                    "cannot use Redis at {shown_url}; start it, or name another with --redis-url"
+                ),
+                e,
+            )
+        };
+        let mut conn = ConnectionManager::new_with_config(client.clone(), manager_config())
+            .await
+            .map_err(unreachable)?;
+        check_server(&mut conn, &shown_url).await?;
+        let start = script(include_str!("start.lua"));
+        let head: String = start
+            .arg(&options.prefix)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unreachable)?;
+        let head = parse_id(&head)?;
+
+        let store = Arc::new(Store {
+            conn,
+            shown_url,
+            prefix: options.prefix,
+            max_events_per_topic: options.max_events_per_topic.max(1),
+            max_age_ms: options
+                .max_age
+                .map_or(0, |a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+            start,
+            append: script(include_str!("append.lua")),
+            read: script(include_str!("read.lua")),
+            topics: script(include_str!("topics.lua")),
+        });
+        let (live, _) = broadcast::channel(LIVE_FEED_CAPACITY);
+        let tail = tokio::spawn(tail::run(client, Arc::clone(&store), live.clone(), head));
+        Ok(RedisEngine { store, live, tail })
+    }
+}
+
+impl Drop for RedisEngine {
+    fn drop(&mut self) {
+        self.tail.abort();
+    }
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(2)
+}
+
+/// A script with the shared helpers in front of it.
+fn script(body: &str) -> Script {
+    Script::new(&format!("{COMMON}\n{body}"))
+}
+
+/// Refuses a server the scripts cannot run on, with a message that says why.
+async fn check_server(conn: &mut ConnectionManager, shown_url: &str) -> Result<(), Error> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(conn)
+        .await
+        .map_err(|e| {
+            Error::with_source(
+                ErrorKind::Engine,
+                format!("Redis at {shown_url} did not answer INFO"),
+                e,
+            )
+        })?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let version = field("redis_version");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (6, 2) {
+        return Err(Error::new(
+            ErrorKind::Engine,
+            format!(
+                "Redis at {shown_url} is version {version:?}; the redis engine needs 6.2 or later"
+            ),
+        ));
+    }
+    if field("redis_mode") == "cluster" {
+        return Err(Error::new(
+            ErrorKind::Engine,
+            format!("Redis at {shown_url} runs in cluster mode; the redis engine needs a single server (with replicas if you like)"),
+        ));
+    }
+    Ok(())
+}
+
+impl Store {
+    fn engine_error(&self, what: &str, e: redis::RedisError) -> Error {
+        Error::with_source(
+            ErrorKind::Engine,
+            format!("Redis at {} failed to {what}", self.shown_url),
+            e,
+        )
+    }
+
+    async fn read_after(
+        &self,
+        filter: &TopicFilter,
+        after: EventId,
+        limit: usize,
+    ) -> Result<ReadBatch, Error> {
+        let limit = limit.max(1);
+        if after == EventId::new(u64::MAX, u64::MAX) {
+            // Nothing can follow the last possible id (and Redis refuses to look).
+            return Ok(ReadBatch::default());
+        }
+        let mut invocation = self.read.prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(after.to_string())
+            .arg(limit + 1)
+            .arg(self.max_events_per_topic)
+            .arg(self.max_age_ms);
+        for pattern in filter.patterns() {
+            match pattern {
+                TopicPattern::Exact(topic) => invocation.arg(format!("={topic}")),
+                TopicPattern::Prefix(prefix) => invocation.arg(format!("*{prefix}")),
+            };
+        }
+        let mut conn = self.conn.clone();
+        let reply: Value = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.engine_error("read events", e))?;
+        merge_topics(reply, limit)
+    }
+}
+
+/// Turns the read script's answer (the origin, then per topic its trimmed-through id and
+/// up to `limit + 1` entries) into one batch in id order.
+///
+/// A topic that returned `limit + 1` entries may hold more; every matching event up to
+/// the smallest last id among such topics was read, so the batch stops there.
+fn merge_topics(reply: Value, limit: usize) -> Result<ReadBatch, Error> {
+    let [origin, topics] = <[Value; 2]>::try_from(array(reply)?).map_err(|_| malformed("read"))?;
+    let mut complete_after = optional_id(&text(origin)?)?.unwrap_or(EventId::ZERO);
+    let mut events: Vec<Arc<StoredEvent>> = Vec::new();
+    let mut cut: Option<EventId> = None;
+    for topic in array(topics)? {
+        let [trimmed, entries] =
+            <[Value; 2]>::try_from(array(topic)?).map_err(|_| malformed("read"))?;
+        if let Some(trimmed) = optional_id(&text(trimmed)?)? {
+            complete_after = complete_after.max(trimmed);
+        }
+        let entries = array(entries)?;
+        let full = entries.len() > limit;
+        for entry in entries {
+            let (event, _) = parse_entry(entry)?;
+            if full {
+                cut = Some(cut.map_or(event.id, |c: EventId| c.min(event.id)));
+            }
+            events.push(Arc::new(event));
+        }
+    }
+    events.sort_by_key(|e| e.id);
+    events.dedup_by_key(|e| e.id);
+    if let Some(cut) = cut {
+        events.retain(|e| e.id <= cut);
+    }
+    let more = cut.is_some() || events.len() > limit;
+    events.truncate(limit);
+    Ok(ReadBatch {
+        events,
+        complete_after,
+        more,
+    })
+}
+
+#[async_trait]
+impl Engine for RedisEngine {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Arc<StoredEvent>>, Error> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = &*self.store;
+        let mut invocation = store.append.prepare_invoke();
+        invocation
+            .arg(&store.prefix)
+            .arg(store.max_events_per_topic)
+            .arg(store.max_age_ms)
+            .arg(LOG_LENGTH);
+        for event in &events {
+            let topics: Vec<&str> = event.topics.iter().map(Topic::as_str).collect();
+            invocation
+                .arg(topics.join("\n"))
+                .arg(&event.data)
+                .arg(
+                    event
+                        .event_type
+                        .as_ref()
+                        .map_or(String::new(), |t| format!("={t}")),
+                )
+                .arg(
+                    event
+                        .retry
+                        .map_or(String::new(), |r| r.as_millis().to_string()),
+                );
+        }
+        let mut conn = store.conn.clone();
+        let ids: Vec<String> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| store.engine_error("store events", e))?;
+        if ids.len() != events.len() {
+            return Err(malformed("append"));
+        }
+        ids.iter()
+            .zip(events)
+            .map(|(id, event)| Ok(Arc::new(StoredEvent::new(parse_id(id)?, event))))
+            .collect()
+    }
+
+    async fn read_after(
+        &self,
+        filter: &TopicFilter,
+        after: EventId,
+        limit: usize,
+    ) -> Result<ReadBatch, Error> {
+        self.store.read_after(filter, after, limit).await
+    }
+
+    async fn head(&self) -> Result<EventId, Error> {
+        let store = &*self.store;
+        let mut conn = store.conn.clone();
+        let head: String = store
+            .start
+            .arg(&store.prefix)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| store.engine_error("tell the newest id", e))?;
+        parse_id(&head)
+    }
+
+    async fn topics(&self) -> Result<Vec<TopicInfo>, Error> {
+        let store = &*self.store;
+        let mut conn = store.conn.clone();
+        let rows: Vec<(String, String, u64, u64)> = store
+            .topics
+            .arg(&store.prefix)
+            .arg(store.max_events_per_topic)
+            .arg(store.max_age_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| store.engine_error("list topics", e))?;
+        let mut topics = rows
+            .into_iter()
+            .map(|(topic, last, published, retained)| {
+                Ok(TopicInfo {
+                    topic: stored_topic(&topic)?,
+                    last_id: Some(parse_id(&last)?),
+                    retained,
+                    published,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+        Ok(topics)
+    }
+
+    fn subscribe_live(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.live.subscribe()
+    }
+
+    async fn ready(&self) -> Result<(), Error> {
+        let mut conn = self.store.conn.clone();
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.store.engine_error("answer PING", e))
+    }
+}
+
+/// A stream entry (`[id, [field, value, ...]]`) as an event, with the id before it when
+/// the entry names one (log entries do).
+fn parse_entry(entry: Value) -> Result<(StoredEvent, Option<String>), Error> {
+    let [id, fields] = <[Value; 2]>::try_from(array(entry)?).map_err(|_| malformed("entry"))?;
+    let id = parse_id(&text(id)?)?;
+    let mut event = NewEvent {
+        topics: Vec::new(),
+        event_type: None,
+        data: String::new(),
+        retry: None,
+    };
+    let mut prev = None;
+    let mut fields = array(fields)?.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        let value = text(value)?;
+        match text(name)?.as_str() {
+            "t" => {
+                event.topics = value
+                    .split('\n')
+                    .map(stored_topic)
+                    .collect::<Result<_, _>>()?;
+            }
+            "d" => event.data = value,
+            "e" => event.event_type = Some(value),
+            "r" => {
+                let ms = value.parse().map_err(|_| malformed("retry field"))?;
+                event.retry = Some(Duration::from_millis(ms));
+            }
+            "p" => prev = Some(value),
+            _ => {}
+        }
+    }
+    if event.topics.is_empty() {
+        return Err(malformed("entry without topics"));
+    }
+    Ok((StoredEvent::new(id, event), prev))
+}
+
+fn stored_topic(name: &str) -> Result<Topic, Error> {
+    Topic::new(name).map_err(|e| {
+        Error::with_source(
+            ErrorKind::Engine,
+            format!("Redis holds a topic the hub did not write ({name:?}); is another program using the same key prefix?"),
+            e,
+        )
+    })
+}
+
+fn parse_id(text: &str) -> Result<EventId, Error> {
+    text.parse().map_err(|_| malformed(&format!("id {text:?}")))
+}
+
+/// An id, or `None` for the empty string the scripts send for "none".
+fn optional_id(text: &str) -> Result<Option<EventId>, Error> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        parse_id(text).map(Some)
+    }
+}
+
+fn array(value: Value) -> Result<Vec<Value>, Error> {
+    match value {
+        Value::Array(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        _ => Err(malformed("reply")),
+    }
+}
+
+fn text(value: Value) -> Result<String, Error> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|_| malformed("text")),
+        Value::SimpleString(s) => Ok(s),
+        Value::Int(n) => Ok(n.to_string()),
+        _ => Err(malformed("reply")),
+    }
+}
+
+fn malformed(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Engine,
+        format!(
+            "Redis answered with a malformed {what}; is another program using the same key prefix?"
+        ),
+    )
+}
+
+/// A Redis URL with its password replaced by `***`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(dead_code)] // shared with the integration tests, which use all of it
+mod test_server;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,44 @@
+-- Reads the events after an id of every topic a filter matches, in one snapshot.
+-- ARGV: prefix, the id to read after, how many per topic, max events per topic, max age
+-- in ms (0: none), then the filter's entries: '=' and a topic, or '*' and a prefix.
+-- Returns: the origin, then per matched topic {trimmed-through id or '', entries}.
+local p = ARGV[1]
+local after = ARGV[2]
+local count = ARGV[3]
+local max = tonumber(ARGV[4])
+local now = now_ms()
+local cutoff = age_cutoff(now, tonumber(ARGV[5]))
+
+local topics, seen, known = {}, {}, nil
+for i = 6, #ARGV do
+  local kind, name = string.sub(ARGV[i], 1, 1), string.sub(ARGV[i], 2)
+  if kind == '=' then
+    if not seen[name] then
+      seen[name] = true
+      topics[#topics + 1] = name
+    end
+  else
+    known = known or redis.call('HKEYS', p .. 'last')
+    for _, topic in ipairs(known) do
+      if not seen[topic] and string.sub(topic, 1, #name) == name then
+        seen[topic] = true
+        topics[#topics + 1] = topic
+      end
+    end
+  end
+end
+
+local found = {}
+for _, topic in ipairs(topics) do
+  trim(p, topic, max, cutoff)
+  local trimmed = redis.call('HGET', p .. 'trimmed', topic) or ''
+  local entries = redis.call('XRANGE', p .. 'topic:' .. topic, '(' .. after, '+', 'COUNT', count)
+  found[#found + 1] = { trimmed, entries }
+end
+-- No origin means the data was wiped: everything before now is gone.
+local origin = redis.call('GET', p .. 'origin')
+if not origin then
+  origin = string.format('%d-0', now)
+  redis.call('SET', p .. 'origin', origin)
+end
+return { origin, found }

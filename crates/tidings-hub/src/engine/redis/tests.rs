@@ -1,0 +1,315 @@
+//! The Redis engine against a real `redis-server` of the tests' own (skipped, with a
+//! visible line, when it is not installed).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::Value;
+use tidings::EventId;
+
+use super::test_server::RedisServer;
+use super::*;
+use crate::engine::test_support::{
+    data, fill_a_past_its_limit, filter, first_of_a_was_trimmed, live_feed_is_in_id_order,
+    new_event, reads_merge_in_order,
+};
+
+/// A prefix no other test in this process uses, so tests can share a server.
+fn fresh_prefix() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("test{}:", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn engine(server: &RedisServer, prefix: &str, max_events: usize) -> RedisEngine {
+    RedisEngine::connect(RedisOptions {
+        url: server.url(),
+        prefix: prefix.to_owned(),
+        max_events_per_topic: max_events,
+        max_age: None,
+    })
+    .await
+    .expect("connect")
+}
+
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection")
+}
+
+async fn next_live(live: &mut broadcast::Receiver<Arc<StoredEvent>>) -> Arc<StoredEvent> {
+    tokio::time::timeout(Duration::from_secs(5), live.recv())
+        .await
+        .expect("a live event within 5 s")
+        .expect("live feed open")
+}
+
+#[tokio::test]
+async fn keeps_the_engine_contract() {
+    let Some(server) = RedisServer::start("redis engine contract") else {
+        return;
+    };
+    reads_merge_in_order(&engine(&server, &fresh_prefix(), 10).await).await;
+    live_feed_is_in_id_order(&engine(&server, &fresh_prefix(), 10).await).await;
+    let trimmed = engine(&server, &fresh_prefix(), 2).await;
+    let (origin, ids) = fill_a_past_its_limit(&trimmed).await;
+    first_of_a_was_trimmed(&trimmed, origin, &ids).await;
+}
+
+#[tokio::test]
+async fn fields_survive_the_round_trip() {
+    let Some(server) = RedisServer::start("redis engine fields") else {
+        return;
+    };
+    let engine = engine(&server, &fresh_prefix(), 10).await;
+    let mut event = new_event(&["a", "b/c"], "line 1\nline 2\n\n ünïcode");
+    event.event_type = Some("update".into());
+    event.retry = Some(Duration::from_millis(2500));
+    let stored = engine.append(vec![event.clone()]).await.expect("append");
+    let read = engine
+        .read_after(&filter(&["b/*"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    let got = &read.events[0];
+    assert_eq!(got.id, stored[0].id);
+    assert_eq!(got.topics, event.topics);
+    assert_eq!(got.data, event.data);
+    assert_eq!(got.event_type, event.event_type);
+    assert_eq!(got.retry, event.retry);
+    assert_eq!(
+        got.encoded().expect("encode"),
+        stored[0].encoded().expect("encode")
+    );
+}
+
+#[tokio::test]
+async fn hubs_on_one_redis_share_ids_history_and_live_events() {
+    let Some(server) = RedisServer::start("redis engine sharing") else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let a = engine(&server, &prefix, 10).await;
+    let b = engine(&server, &prefix, 10).await;
+    let mut live_a = a.subscribe_live();
+    let mut live_b = b.subscribe_live();
+
+    let first = a
+        .append(vec![new_event(&["t"], "from a")])
+        .await
+        .expect("append");
+    let second = b
+        .append(vec![new_event(&["t"], "from b")])
+        .await
+        .expect("append");
+    assert!(first[0].id < second[0].id, "one id space");
+    for live in [&mut live_a, &mut live_b] {
+        assert_eq!(next_live(live).await.data, "from a");
+        assert_eq!(next_live(live).await.data, "from b");
+    }
+    let read = b
+        .read_after(&filter(&["t"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert_eq!(data(&read), ["from a", "from b"]);
+    assert_eq!(a.head().await.expect("head"), second[0].id);
+
+    // Another prefix is another hub family: it sees none of it.
+    let other = engine(&server, &fresh_prefix(), 10).await;
+    let read = other
+        .read_after(&filter(&["*"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert!(read.events.is_empty());
+}
+
+#[tokio::test]
+async fn a_tail_fills_a_gap_in_the_log_from_the_topics() {
+    let Some(server) = RedisServer::start("redis engine tail gap") else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let engine = engine(&server, &prefix, 10).await;
+    let start = engine.head().await.expect("head");
+    let mut ids = Vec::new();
+    for (topic, d) in [("a", "1"), ("b", "2"), ("a", "3")] {
+        ids.push(
+            engine
+                .append(vec![new_event(&[topic], d)])
+                .await
+                .expect("append")[0]
+                .id,
+        );
+    }
+    // The log loses its first two entries, as if trimmed before a tail read them.
+    let mut conn = raw(&server).await;
+    let log = format!("{prefix}log");
+    let _: u64 = redis::cmd("XDEL")
+        .arg(&log)
+        .arg(ids[0].to_string())
+        .arg(ids[1].to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("xdel");
+    let reply: Value = redis::cmd("XREAD")
+        .arg("STREAMS")
+        .arg(&log)
+        .arg(start.to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("xread");
+
+    let (live, mut receiver) = broadcast::channel(16);
+    let mut last = start;
+    tail::pass_on(reply, &engine.store, &live, &mut last)
+        .await
+        .expect("pass on");
+    let got: Vec<EventId> = std::iter::from_fn(|| receiver.try_recv().ok().map(|e| e.id)).collect();
+    assert_eq!(
+        got, ids,
+        "the two missing events come first, from the topics"
+    );
+    assert_eq!(last, ids[2]);
+}
+
+#[tokio::test]
+async fn wiped_data_is_a_gap_for_older_ids() {
+    let Some(server) = RedisServer::start("redis engine wiped data") else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let engine = engine(&server, &prefix, 10).await;
+    let stored = engine
+        .append(vec![new_event(&["a"], "1")])
+        .await
+        .expect("append");
+    let mut conn = raw(&server).await;
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .expect("flush");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let read = engine
+        .read_after(&filter(&["a"]), stored[0].id, 10)
+        .await
+        .expect("read");
+    assert!(
+        read.complete_after > stored[0].id,
+        "a resume from before the wipe is a gap"
+    );
+    let next = engine
+        .append(vec![new_event(&["a"], "2")])
+        .await
+        .expect("append");
+    assert!(
+        next[0].id > read.complete_after,
+        "new ids come after the new origin"
+    );
+    assert!(engine.head().await.expect("head") >= next[0].id);
+}
+
+#[tokio::test]
+async fn pages_through_many_topics_without_skipping() {
+    let Some(server) = RedisServer::start("redis engine paging") else {
+        return;
+    };
+    let engine = engine(&server, &fresh_prefix(), 100).await;
+    let mut expected = Vec::new();
+    for i in 0..30 {
+        let topics: &[&str] = match i % 3 {
+            0 => &["x/1"],
+            1 => &["x/2", "x/1"],
+            _ => &["x/3"],
+        };
+        let stored = engine
+            .append(vec![new_event(topics, &i.to_string())])
+            .await
+            .expect("append");
+        expected.push(stored[0].id);
+    }
+    let mut got = Vec::new();
+    let mut after = EventId::ZERO;
+    loop {
+        let batch = engine
+            .read_after(&filter(&["x/*"]), after, 4)
+            .await
+            .expect("read");
+        assert!(batch.events.len() <= 4);
+        got.extend(batch.events.iter().map(|e| e.id));
+        if let Some(last) = batch.events.last() {
+            after = last.id;
+        }
+        if !batch.more {
+            break;
+        }
+    }
+    assert_eq!(got, expected, "every event once, in id order");
+}
+
+#[tokio::test]
+async fn age_limit_trims_quiet_topics_on_read() {
+    let Some(server) = RedisServer::start("redis engine age limit") else {
+        return;
+    };
+    let engine = RedisEngine::connect(RedisOptions {
+        url: server.url(),
+        prefix: fresh_prefix(),
+        max_events_per_topic: 10,
+        max_age: Some(Duration::from_millis(200)),
+    })
+    .await
+    .expect("connect");
+    let stored = engine
+        .append(vec![new_event(&["q"], "old")])
+        .await
+        .expect("append");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let read = engine
+        .read_after(&filter(&["q"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert!(read.events.is_empty(), "expired");
+    assert_eq!(read.complete_after, stored[0].id, "and reported as trimmed");
+    let topics = engine.topics().await.expect("topics");
+    assert_eq!((topics[0].retained, topics[0].published), (0, 1));
+}
+
+#[tokio::test]
+async fn connect_says_what_is_wrong() {
+    let not_a_url = RedisEngine::connect(RedisOptions {
+        url: "http://example.com".into(),
+        ..RedisOptions::default()
+    })
+    .await
+    .expect_err("not redis");
+    assert_eq!(not_a_url.kind(), ErrorKind::Config);
+    assert!(not_a_url.to_string().contains("redis_url"), "{not_a_url}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let nobody = RedisEngine::connect(RedisOptions {
+        url: format!("redis://:secret@127.0.0.1:{port}/"),
+        ..RedisOptions::default()
+    })
+    .await
+    .expect_err("nothing listens");
+    assert_eq!(nobody.kind(), ErrorKind::Engine);
+    let message = nobody.to_string();
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(
+        !message.contains("secret"),
+        "the password is not shown: {message}"
+    );
+}
+
+#[test]
+fn urls_are_shown_without_their_password() {
+    assert_eq!(redact("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+    assert_eq!(redact("rediss://user:pw@h"), "rediss://user:***@h");
+    assert_eq!(redact("redis://user@h"), "redis://user@h");
+    assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+}
