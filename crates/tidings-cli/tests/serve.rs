@@ -5,19 +5,24 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../tidings-hub/src/engine/redis/test_server.rs"]
+mod redis_server;
+
+use redis_server::RedisServer;
+
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// Starts `tidings` (no subcommand: serve is the default) on a free port and returns the
-/// child and the address it printed.
+/// Starts `tidings` (no subcommand: serve is the default) with the memory engine on a
+/// free port and returns the child and the address it printed.
 fn start_hub(extra: &[&str]) -> (Child, SocketAddr) {
+    start_hub_with(&["--memory"], extra)
+}
+
+/// As [`start_hub`], with the engine flags given.
+fn start_hub_with(engine: &[&str], extra: &[&str]) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--memory",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(engine)
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -179,4 +184,80 @@ fn a_low_open_files_limit_is_raised_and_max_connections_fits_under_it() {
             == 2,
         "soft raised to hard: {open_files}"
     );
+}
+
+/// Two `tidings serve --engine redis` processes on one Redis: a stream on one gets what is
+/// published on the other.
+#[test]
+fn two_hubs_on_one_redis_deliver_each_others_events() {
+    let Some(server) = RedisServer::start("tidings serve --engine redis") else {
+        return;
+    };
+    let url = server.url();
+    let engine = ["--engine", "redis", "--redis-url", url.as_str()];
+    let (mut first, first_addr) = start_hub_with(&engine, &[]);
+    let (mut second, second_addr) = start_hub_with(&engine, &[]);
+
+    let mut stream = connect(second_addr);
+    write!(
+        stream,
+        "GET /events?topic=a HTTP/1.1\r\nHost: {second_addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("request");
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).expect("response head");
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    let mut publish = connect(first_addr);
+    let body = "topic=a&data=across+hubs";
+    write!(
+        publish,
+        "POST /publish HTTP/1.1\r\nHost: {first_addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("publish");
+    let mut answer = String::new();
+    publish.read_to_string(&mut answer).expect("publish answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("data: across hubs") {
+        let n = stream.read(&mut chunk).expect("the event arrives");
+        assert!(n > 0, "stream ended: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    for child in [&mut first, &mut second] {
+        send_signal(child, "-TERM");
+        assert_eq!(wait_for_exit(child).code(), Some(0));
+    }
+}
+
+#[test]
+fn the_redis_engine_says_when_redis_cannot_be_reached() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let output = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--engine", "redis"])
+        .args(["--redis-url", &url])
+        .output()
+        .expect("tidings runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot use Redis at {url}")) && stderr.contains("--redis-url"),
+        "{stderr}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--engine", "redis"])
+        .args(["--redis-url", "http://127.0.0.1/"])
+        .output()
+        .expect("tidings runs");
+    assert_eq!(output.status.code(), Some(2), "a bad URL is a usage error");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not a Redis URL"), "{stderr}");
 }

@@ -10,8 +10,10 @@
 //! | setting | default | meaning |
 //! |---|---|---|
 //! | `listen` | `127.0.0.1:8080` | address to listen on |
-//! | `engine` | `disk` | where events are stored: `disk` or `memory` (`--memory` for short) |
+//! | `engine` | `disk` | where events are stored: `disk`, `memory` (`--memory` for short) or `redis` |
 //! | `data_dir` | `./tidings-data` | the disk engine's directory (created if missing) |
+//! | `redis_url` | `redis://127.0.0.1:6379` | the Redis engine's server (`rediss://` for TLS, `redis://:password@host/db`) |
+//! | `redis_prefix` | `tidings:` | the prefix of the Redis engine's keys: hubs with the same server and prefix share everything |
 //! | `history_max_events` | 1000 | events kept per topic |
 //! | `history_max_age` | `1h` | how long events are kept (`0`: no age limit) |
 //! | `history_max_bytes` | none | bytes kept per topic (`0`: no byte limit; disk engine) |
@@ -87,6 +89,15 @@ pub struct Config {
     /// Directory of the disk engine's database, created if missing [default: ./tidings-data].
     #[arg(long, env = "TIDINGS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// The Redis engine's server [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "TIDINGS_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// The prefix of the Redis engine's keys; hubs with the same server and prefix share
+    /// topics and history [default: tidings:].
+    #[arg(long, env = "TIDINGS_REDIS_PREFIX", value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
 
     /// Events kept per topic for replay [default: 1000].
     #[arg(long, env = "TIDINGS_HISTORY_MAX_EVENTS", value_name = "N")]
@@ -177,6 +188,9 @@ pub enum EngineKind {
     Disk,
     /// In this process's memory; history is lost on restart.
     Memory,
+    /// In a Redis server shared by several hubs (`redis_url`); every hub delivers every
+    /// event, and a client can resume on any of them.
+    Redis,
 }
 
 /// The slow-client policy, as named in configuration.
@@ -280,6 +294,10 @@ pub struct Settings {
     pub engine: EngineKind,
     /// The disk engine's directory.
     pub data_dir: PathBuf,
+    /// The Redis engine's server.
+    pub redis_url: String,
+    /// The prefix of the Redis engine's keys.
+    pub redis_prefix: String,
     /// Events kept per topic.
     pub history_max_events: usize,
     /// How long events are kept (`None`: no age limit).
@@ -325,6 +343,8 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             engine: EngineKind::Memory,
             data_dir: PathBuf::from("./tidings-data"),
+            redis_url: crate::engine::DEFAULT_REDIS_URL.to_owned(),
+            redis_prefix: crate::engine::DEFAULT_REDIS_PREFIX.to_owned(),
             history_max_events: crate::engine::DEFAULT_MAX_EVENTS_PER_TOPIC,
             history_max_age: Some(crate::engine::DEFAULT_MAX_AGE),
             history_max_bytes: None,
@@ -378,6 +398,16 @@ impl Config {
                 .clone()
                 .or(file.data_dir)
                 .unwrap_or(d.data_dir),
+            redis_url: self
+                .redis_url
+                .clone()
+                .or(file.redis_url)
+                .unwrap_or(d.redis_url),
+            redis_prefix: self
+                .redis_prefix
+                .clone()
+                .or(file.redis_prefix)
+                .unwrap_or(d.redis_prefix),
             history_max_events: self
                 .history_max_events
                 .or(file.history_max_events)
@@ -506,6 +536,9 @@ impl Settings {
             ));
         }
         crate::engine::DiskOptions::from_settings(self)?;
+        if self.engine == EngineKind::Redis {
+            crate::engine::RedisOptions::from_settings(self)?;
+        }
         Ok(())
     }
 }

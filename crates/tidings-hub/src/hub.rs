@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::config::{EngineKind, Settings};
-use crate::engine::{DiskEngine, DiskOptions, Engine, MemoryEngine, NewEvent, StoredEvent};
+use crate::engine::{
+    DiskEngine, DiskOptions, Engine, MemoryEngine, NewEvent, RedisEngine, RedisOptions, StoredEvent,
+};
 use crate::error::Error;
 use crate::fanout::{Fanout, FanoutCounts};
 
@@ -41,7 +43,7 @@ impl Hub {
     /// the data dir cannot be created or written, is in use by another hub, or holds a
     /// corrupt database; the message names the path and what to do).
     pub async fn new(settings: Settings) -> Result<Arc<Hub>, Error> {
-        let engine = open_engine(&settings)?;
+        let engine = open_engine(&settings).await?;
         Hub::with_engine(settings, engine).await
     }
 
@@ -138,18 +140,20 @@ impl Hub {
 /// [`crate::ErrorKind::Engine`] when the engine cannot be opened (for the disk engine: the
 /// data dir cannot be created or written, is in use by another hub, or holds a corrupt
 /// database; the message names the path and what to do).
-pub(crate) fn open_engine(settings: &Settings) -> Result<Arc<dyn Engine>, Error> {
-    if settings.engine == EngineKind::Memory && settings.history_max_bytes.is_some() {
+pub(crate) async fn open_engine(settings: &Settings) -> Result<Arc<dyn Engine>, Error> {
+    if settings.engine != EngineKind::Disk && settings.history_max_bytes.is_some() {
         tracing::warn!(
             history_max_bytes = settings.history_max_bytes,
-            "history_max_bytes applies to the disk engine only; the memory engine keeps history_max_events and history_max_age"
+            engine = ?settings.engine,
+            "history_max_bytes applies to the disk engine only; this engine keeps history_max_events and history_max_age"
         );
     }
-    if settings.engine == EngineKind::Memory && !settings.retention.is_empty() {
+    if settings.engine != EngineKind::Disk && !settings.retention.is_empty() {
         tracing::warn!(
             topics = ?settings.retention.keys().collect::<Vec<_>>(),
+            engine = ?settings.engine,
             "the [retention] tables of the configuration apply to the disk engine only; \
-             the memory engine keeps history_max_events and history_max_age for every topic"
+             this engine keeps history_max_events and history_max_age for every topic"
         );
     }
     Ok(match settings.engine {
@@ -161,6 +165,9 @@ pub(crate) fn open_engine(settings: &Settings) -> Result<Arc<dyn Engine>, Error>
             &settings.data_dir,
             DiskOptions::from_settings(settings)?,
         )?),
+        EngineKind::Redis => {
+            Arc::new(RedisEngine::connect(RedisOptions::from_settings(settings)?).await?)
+        }
     })
 }
 

@@ -40,7 +40,7 @@ impl Server {
     /// [`ErrorKind::Io`] when the address cannot be bound; [`ErrorKind::Engine`] when the
     /// engine cannot be opened.
     pub async fn bind(settings: Settings) -> Result<Server, Error> {
-        let engine = crate::hub::open_engine(&settings)?;
+        let engine = crate::hub::open_engine(&settings).await?;
         Server::bind_with_engine(settings, engine).await
     }
 

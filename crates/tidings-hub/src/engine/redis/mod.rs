@@ -88,6 +88,49 @@ pub struct RedisOptions {
     pub max_age: Option<Duration>,
 }
 
+impl RedisOptions {
+    /// The options the hub's settings give (`redis_url`, `redis_prefix` and the history
+    /// limits), checked.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when the URL is not a Redis URL or the prefix is empty or
+    /// has spaces or control characters.
+    pub fn from_settings(settings: &crate::config::Settings) -> Result<RedisOptions, Error> {
+        let options = RedisOptions {
+            url: settings.redis_url.clone(),
+            prefix: settings.redis_prefix.clone(),
+            max_events_per_topic: settings.history_max_events,
+            max_age: settings.history_max_age,
+        };
+        options.check()?;
+        Ok(options)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        use redis::IntoConnectionInfo;
+        let shown = redact(&self.url);
+        self.url.as_str().into_connection_info().map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                format!("redis_url `{shown}` is not a Redis URL; write it as redis://host:port/db, rediss://host for TLS, or redis://:password@host"),
+                e,
+            )
+        })?;
+        if self.prefix.is_empty()
+            || self
+                .prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("redis_prefix {:?} must be non-empty, without spaces or control characters (e.g. `tidings:` or `myapp:events:`)", self.prefix),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for RedisOptions {
     fn default() -> RedisOptions {
         RedisOptions {
@@ -135,7 +178,8 @@ impl RedisEngine {
     /// engine, and starts tailing its log.
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] when the URL is not a Redis URL; [`ErrorKind::Engine`] when
+    /// [`ErrorKind::Config`] when the URL is not a Redis URL or the prefix is not usable
+    /// (see [`RedisOptions::from_settings`]); [`ErrorKind::Engine`] when
     /// the server cannot be reached, refuses the connection (e.g. a wrong password), is
     /// older than 6.2 or runs in cluster mode.
     pub async fn connect(options: RedisOptions) -> Result<RedisEngine, Error> {
@@ -169,6 +213,7 @@ impl RedisEngine {
             .await
             .map_err(unreachable)?;
         let head = parse_id(&head)?;
+        tracing::info!(url = %shown_url, prefix = %options.prefix, %head, "redis engine connected");
 
         let store = Arc::new(Store {
             conn,
@@ -544,7 +589,6 @@ fn redact(url: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(dead_code)] // shared with the integration tests, which use all of it
 mod test_server;
 #[cfg(test)]
 mod tests;

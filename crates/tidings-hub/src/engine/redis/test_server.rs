@@ -5,6 +5,8 @@
 //! prints `skipped: <what> (install redis-server)` and returns `None`, unless
 //! `TIDINGS_REQUIRE_EXTERNAL=1`, when it panics.
 
+#![allow(dead_code)] // each test crate that includes it uses its own part
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,145 @@
+//! Several hubs on one Redis, over real sockets: an event published on one hub reaches
+//! the subscribers of another, a client resumes on any hub with an id from another, and
+//! when Redis goes away publishing answers 503 until it is back, then delivery goes on.
+//!
+//! Each test starts a `redis-server` of its own on a free loopback port. Without it
+//! installed they print `skipped: … (install redis-server)` and pass, unless
+//! `TIDINGS_REQUIRE_EXTERNAL=1`, when they fail.
+
+mod common;
+#[path = "../src/engine/redis/test_server.rs"]
+mod redis_server;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::json;
+
+use common::{TestHub, PATIENCE};
+use redis_server::RedisServer;
+use tidings_hub::config::EngineKind;
+use tidings_hub::engine::{RedisEngine, RedisOptions};
+use tidings_hub::Settings;
+
+fn redis_settings(server: &RedisServer) -> Settings {
+    Settings {
+        engine: EngineKind::Redis,
+        redis_url: server.url(),
+        redis_prefix: "hubs:".into(),
+        ..Settings::default()
+    }
+}
+
+/// A hub on the Redis engine, as `tidings serve --engine redis` opens it.
+async fn hub(server: &RedisServer) -> TestHub {
+    let settings = redis_settings(server);
+    let options = RedisOptions::from_settings(&settings).expect("valid settings");
+    let engine = RedisEngine::connect(options).await.expect("redis engine");
+    TestHub::start_with_engine(settings, Arc::new(engine)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_share_topics_and_a_client_resumes_on_another_hub() {
+    let Some(server) = RedisServer::start("two hubs on one redis") else {
+        return;
+    };
+    let a = hub(&server).await;
+    let b = hub(&server).await;
+
+    let mut on_b = b.stream("/events?topic=chat/*").await;
+    let first = a.publish("chat/lobby", "hello from a").await;
+    let got = on_b.expect_event().await;
+    assert_eq!(
+        (got.id.as_str(), got.data.as_str()),
+        (first.as_str(), "hello from a")
+    );
+
+    let second = b.publish("chat/lobby", "from b").await;
+    let third = a.publish("chat/other", "from a again").await;
+    for (id, data) in [(&second, "from b"), (&third, "from a again")] {
+        let got = on_b.expect_event().await;
+        assert_eq!((&got.id, got.data.as_str()), (id, data));
+    }
+    drop(on_b);
+
+    // The client moves to hub a with the first id it got from b: the rest, in order.
+    let mut on_a = a
+        .stream_with("/events?topic=chat/*", &[("last-event-id", &first)])
+        .await;
+    for id in [&second, &third] {
+        assert_eq!(&on_a.expect_event().await.id, id);
+    }
+
+    // Both hubs list the same topics (subscribers are counted per hub).
+    let listed = |json: serde_json::Value| -> Vec<(String, String, u64)> {
+        json["topics"]
+            .as_array()
+            .expect("topics")
+            .iter()
+            .map(|t| {
+                let text = |k: &str| t[k].as_str().unwrap_or_default().to_owned();
+                (
+                    text("topic"),
+                    text("last_id"),
+                    t["published"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let topics_a = listed(a.get("/topics").await.json());
+    assert_eq!(topics_a, listed(b.get("/topics").await.json()));
+    assert_eq!(
+        topics_a,
+        [
+            ("chat/lobby".to_owned(), second.clone(), 2),
+            ("chat/other".to_owned(), third.clone(), 1)
+        ]
+    );
+    let ready = a.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_publishing_is_503_and_delivery_goes_on_when_it_is_back() {
+    let Some(mut server) = RedisServer::start("redis outage") else {
+        return;
+    };
+    let a = hub(&server).await;
+    let b = hub(&server).await;
+    let mut on_b = b.stream("/events?topic=news").await;
+    a.publish("news", "before").await;
+    assert_eq!(on_b.expect_event().await.data, "before");
+
+    server.stop();
+    let refused = a
+        .publish_json(&json!({ "topic": "news", "data": "while down" }))
+        .await;
+    let detail = refused.assert_problem(503);
+    assert!(detail.contains("Redis"), "{detail}");
+    assert_eq!(
+        a.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // Back (empty: this server keeps nothing on disk). Publishing works again once the
+    // connection is re-made, and b's subscriber gets the event without reconnecting.
+    let _server = RedisServer::start_on(server.port());
+    let deadline = Instant::now() + PATIENCE;
+    let after = loop {
+        let reply = a
+            .publish_json(&json!({ "topic": "news", "data": "after" }))
+            .await;
+        if reply.status == StatusCode::OK {
+            break reply.json()["id"].as_str().expect("id").to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishing did not recover: {}",
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let got = on_b.expect_event().await;
+    assert_eq!((got.id, got.data.as_str()), (after, "after"));
+}
