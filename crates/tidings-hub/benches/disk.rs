@@ -1,5 +1,8 @@
 //! Disk engine benchmarks: acknowledged (fsynced) publishes per second under concurrent
-//! publishers, and the time to replay from a resume point as the store grows.
+//! publishers, and the time to replay from a resume point as the store grows. The HTTP
+//! set also runs the Redis engine, against a `redis-server` the bench starts with
+//! `appendfsync always` in a temporary directory (so its acknowledged publishes are
+//! fsynced too), when `redis-server` is installed.
 //!
 //! ```text
 //! cargo bench -p tidings-hub --bench disk                 # everything (~4 minutes)
@@ -187,22 +190,35 @@ async fn publish_http() {
         "| engine | connections per publisher | events per request | events/s (median) | runs | request latency p50 / p99 |"
     );
     println!("|---|---|---|---|---|---|");
-    for (engine, connections, batch) in [
+    let redis = DurableRedis::start();
+    let mut cases = vec![
         (EngineKind::Memory, 1, 1),
         (EngineKind::Disk, 1, 1),
         (EngineKind::Memory, 4, 1),
         (EngineKind::Disk, 4, 1),
         (EngineKind::Disk, 16, 1),
         (EngineKind::Disk, 1, 16),
-    ] {
+    ];
+    if redis.is_some() {
+        cases.extend([
+            (EngineKind::Redis, 1, 1),
+            (EngineKind::Redis, 4, 1),
+            (EngineKind::Redis, 1, 16),
+        ]);
+    }
+    let mut run_number = 0;
+    for (engine, connections, batch) in cases {
         let mut rates = Vec::new();
         let mut latencies = Vec::new();
         for _ in 0..RUNS {
+            run_number += 1;
             let dir = tempfile::tempdir().expect("temp dir");
             let settings = Settings {
                 listen: ([127, 0, 0, 1], 0).into(),
                 engine,
                 data_dir: dir.path().to_owned(),
+                redis_url: redis.as_ref().map_or_else(String::new, DurableRedis::url),
+                redis_prefix: format!("bench{run_number}:"),
                 ..Settings::default()
             };
             let server = Server::bind(settings).await.expect("hub");
@@ -225,6 +241,64 @@ async fn publish_http() {
             percentile(&mut latencies, 0.5),
             percentile(&mut latencies, 0.99)
         );
+    }
+}
+
+/// A `redis-server` with `appendonly yes` and `appendfsync always` in a temporary
+/// directory, on a free loopback port; ended (by its pid) when dropped.
+struct DurableRedis {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl DurableRedis {
+    fn start() -> Option<DurableRedis> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let Ok(child) = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+        else {
+            println!("(redis-server is not installed: no Redis engine rows; apt-get install redis-server)");
+            return None;
+        };
+        let redis = DurableRedis {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for DurableRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -686,6 +686,48 @@ mod tests {
     }
 
     #[test]
+    fn redis_settings_layer_and_are_checked() {
+        let file = Config::from_toml(
+            "engine = \"redis\"\nredis_url = \"redis://10.0.0.5:6379/2\"\nredis_prefix = \"app:\"\n",
+        )
+        .expect("valid toml");
+        assert_eq!(file.engine, Some(EngineKind::Redis));
+        let flags = Config {
+            redis_prefix: Some("other:".into()),
+            ..file
+        };
+        let settings = flags.resolve().expect("valid");
+        assert_eq!(settings.redis_url, "redis://10.0.0.5:6379/2");
+        assert_eq!(settings.redis_prefix, "other:", "a flag wins over the file");
+
+        for (url, prefix, complaint) in [
+            ("http://10.0.0.5/", "t:", "is not a Redis URL"),
+            ("redis://h:6379", "", "redis_prefix"),
+            ("redis://h:6379", "a b:", "redis_prefix"),
+        ] {
+            let c = Config {
+                engine: Some(EngineKind::Redis),
+                redis_url: Some(url.into()),
+                redis_prefix: Some(prefix.into()),
+                ..Config::default()
+            };
+            let err = c.resolve().expect_err(url);
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(
+                err.to_string().contains(complaint),
+                "{url} {prefix:?}: {err}"
+            );
+        }
+        // Only checked when the Redis engine is chosen.
+        let unused = Config {
+            memory: true,
+            redis_url: Some("nonsense".into()),
+            ..Config::default()
+        };
+        assert!(unused.resolve().is_ok());
+    }
+
+    #[test]
     fn origins_are_taken_as_browsers_send_them() {
         let c = Config {
             cors_origin: vec![

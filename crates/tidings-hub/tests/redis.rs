@@ -143,3 +143,57 @@ async fn without_redis_publishing_is_503_and_delivery_goes_on_when_it_is_back() 
     let got = on_b.expect_event().await;
     assert_eq!((got.id, got.data.as_str()), (after, "after"));
 }
+
+/// Publishers on two hubs at once while a subscriber moves from one hub to the other in
+/// the middle: it gets every acknowledged event exactly once, in id order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_moving_between_hubs_under_concurrent_publishing_misses_nothing() {
+    const PUBLISHERS: usize = 4;
+    const EACH: usize = 150;
+    let Some(server) = RedisServer::start("moving between hubs") else {
+        return;
+    };
+    let hubs = Arc::new([hub(&server).await, hub(&server).await]);
+    let mut stream = hubs[1].stream("/events?topic=load/*").await;
+
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let hubs = Arc::clone(&hubs);
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..EACH {
+                    let topic = format!("load/{p}");
+                    ids.push(hubs[i % 2].publish(&topic, &format!("{p}-{i}")).await);
+                }
+                ids
+            })
+        })
+        .collect();
+
+    let total = PUBLISHERS * EACH;
+    let mut received: Vec<String> = Vec::new();
+    while received.len() < total / 3 {
+        received.push(stream.expect_event().await.id);
+    }
+    // The connection drops; the client resumes on the other hub with its last id.
+    drop(stream);
+    let last = received.last().expect("some events").clone();
+    let mut stream = hubs[0]
+        .stream_with("/events?topic=load/*", &[("last-event-id", &last)])
+        .await;
+    while received.len() < total {
+        let event = stream.expect_event().await;
+        assert_ne!(event.event, "tidings.gap", "no gap: {}", event.data);
+        received.push(event.id);
+    }
+
+    let mut acknowledged = Vec::new();
+    for publisher in publishers {
+        acknowledged.extend(publisher.await.expect("publisher"));
+    }
+    let parse = |id: &String| id.parse::<tidings::EventId>().expect("an id");
+    let mut expected: Vec<tidings::EventId> = acknowledged.iter().map(parse).collect();
+    expected.sort();
+    let got: Vec<tidings::EventId> = received.iter().map(parse).collect();
+    assert_eq!(got, expected, "every acknowledged event once, in id order");
+}

@@ -183,13 +183,12 @@ impl RedisEngine {
     /// the server cannot be reached, refuses the connection (e.g. a wrong password), is
     /// older than 6.2 or runs in cluster mode.
     pub async fn connect(options: RedisOptions) -> Result<RedisEngine, Error> {
+        options.check()?;
         let shown_url = redact(&options.url);
         let client = redis::Client::open(options.url.as_str()).map_err(|e| {
             Error::with_source(
                 ErrorKind::Config,
-                format!(
-                    "redis_url `{shown_url}` is not a Redis URL (e.g. redis://127.0.0.1:6379/0)"
-                ),
+                format!("redis_url `{shown_url}` cannot be used"),
                 e,
             )
         })?;
