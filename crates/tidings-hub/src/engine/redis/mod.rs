@@ -336,35 +336,27 @@ impl Store {
 /// Turns the read script's answer (the origin, then per topic its trimmed-through id and
 /// up to `limit + 1` entries) into one batch in id order.
 ///
-/// A topic that returned `limit + 1` entries may hold more; every matching event up to
-/// the smallest last id among such topics was read, so the batch stops there.
+/// A topic that returned `limit + 1` entries may hold more, but the first `limit` events
+/// of the merge are complete anyway: such a topic alone gave `limit + 1` distinct ids up
+/// to its last one, so the merge's first `limit` all lie below it, and no event of it
+/// that was not read can come before them.
 fn merge_topics(reply: Value, limit: usize) -> Result<ReadBatch, Error> {
     let [origin, topics] = <[Value; 2]>::try_from(array(reply)?).map_err(|_| malformed("read"))?;
     let mut complete_after = optional_id(&text(origin)?)?.unwrap_or(EventId::ZERO);
     let mut events: Vec<Arc<StoredEvent>> = Vec::new();
-    let mut cut: Option<EventId> = None;
     for topic in array(topics)? {
         let [trimmed, entries] =
             <[Value; 2]>::try_from(array(topic)?).map_err(|_| malformed("read"))?;
         if let Some(trimmed) = optional_id(&text(trimmed)?)? {
             complete_after = complete_after.max(trimmed);
         }
-        let entries = array(entries)?;
-        let full = entries.len() > limit;
-        for entry in entries {
-            let (event, _) = parse_entry(entry)?;
-            if full {
-                cut = Some(cut.map_or(event.id, |c: EventId| c.min(event.id)));
-            }
-            events.push(Arc::new(event));
+        for entry in array(entries)? {
+            events.push(Arc::new(parse_entry(entry)?.0));
         }
     }
     events.sort_by_key(|e| e.id);
     events.dedup_by_key(|e| e.id);
-    if let Some(cut) = cut {
-        events.retain(|e| e.id <= cut);
-    }
-    let more = cut.is_some() || events.len() > limit;
+    let more = events.len() > limit;
     events.truncate(limit);
     Ok(ReadBatch {
         events,

@@ -236,7 +236,9 @@ async fn pages_through_many_topics_without_skipping() {
             .read_after(&filter(&["x/*"]), after, 4)
             .await
             .expect("read");
-        assert!(batch.events.len() <= 4);
+        if batch.more {
+            assert_eq!(batch.events.len(), 4, "a page with more after it is full");
+        }
         got.extend(batch.events.iter().map(|e| e.id));
         if let Some(last) = batch.events.last() {
             after = last.id;
