@@ -16,12 +16,35 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Child,
     port: u16,
+    /// The persistence arguments it was started with (none: it keeps nothing).
+    persistence: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` with no persistence on a free loopback port and waits until
     /// it answers. `what` names the test for the skip line.
     pub fn start(what: &str) -> Option<RedisServer> {
+        RedisServer::start_with(what, &[])
+    }
+
+    /// As [`RedisServer::start`], with every write fsynced to an append-only file in `dir`
+    /// before Redis answers (`appendfsync always`), so a SIGKILL loses nothing it answered.
+    pub fn start_durable(what: &str, dir: &std::path::Path) -> Option<RedisServer> {
+        let dir = dir.to_string_lossy().into_owned();
+        RedisServer::start_with(
+            what,
+            &[
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                &dir,
+            ],
+        )
+    }
+
+    fn start_with(what: &str, persistence: &[&str]) -> Option<RedisServer> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -35,19 +58,43 @@ impl RedisServer {
             println!("skipped: {what} (install redis-server)");
             return None;
         }
-        Some(RedisServer::start_on(free_port()))
+        let persistence = persistence.iter().map(|a| (*a).to_owned()).collect();
+        Some(RedisServer::spawn(free_port(), persistence))
     }
 
-    /// Starts `redis-server` on `port` (e.g. again after [`RedisServer::stop`]).
+    /// Starts `redis-server`, keeping nothing, on `port` (e.g. again after
+    /// [`RedisServer::stop`]).
     pub fn start_on(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
+        RedisServer::spawn(port, Vec::new())
+    }
+
+    /// Starts it again, on the same port with the same persistence, after
+    /// [`RedisServer::stop`].
+    pub fn start_again(&mut self) {
+        let persistence = std::mem::take(&mut self.persistence);
+        *self = RedisServer::spawn(self.port, persistence);
+    }
+
+    fn spawn(port: u16, persistence: Vec<String>) -> RedisServer {
+        let mut command = Command::new("redis-server");
+        command
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--save", "", "--protected-mode", "no"]);
+        if persistence.is_empty() {
+            command.args(["--appendonly", "no"]);
+        } else {
+            command.args(&persistence);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
-        let server = RedisServer { child, port };
+        let server = RedisServer {
+            child,
+            port,
+            persistence,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !server.answers() {
             assert!(
@@ -69,7 +116,7 @@ impl RedisServer {
         self.port
     }
 
-    /// Ends the server (its data is lost: it keeps none on disk).
+    /// Ends the server with SIGKILL (what it keeps on disk, if anything, survives).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
