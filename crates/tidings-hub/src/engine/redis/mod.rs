@@ -142,8 +142,9 @@ impl Default for RedisOptions {
     }
 }
 
-/// Events in Redis, shared by every hub that uses the same server and prefix. See the
-/// [module docs](self).
+/// Events in Redis, shared by every hub that uses the same server and prefix: one id
+/// space, history per topic, and a tail of the shared log feeding each hub's fan-out (see
+/// `ENGINES.md`).
 pub struct RedisEngine {
     store: Arc<Store>,
     live: broadcast::Sender<Arc<StoredEvent>>,
