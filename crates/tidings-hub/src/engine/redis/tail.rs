@@ -43,23 +43,16 @@ pub(super) async fn run(
     mut last: EventId,
 ) {
     let log = format!("{}log", store.prefix);
-    let mut backoff = Duration::from_millis(100);
-    let mut down = false;
+    let mut trouble = Trouble::new(&store.shown_url);
     loop {
-        let mut conn = match ConnectionManager::new_with_config(
-            client.clone(),
-            super::manager_config(),
-        )
-        .await
-        {
+        let connected =
+            ConnectionManager::new_with_config(client.clone(), super::manager_config()).await;
+        let mut conn = match connected {
             Ok(conn) => conn,
             Err(e) => {
-                if !down {
-                    tracing::error!(url = %store.shown_url, error = %e, "cannot reach Redis; live events from it wait until it is back");
-                    down = true;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                trouble
+                    .wait("cannot reach Redis; live events wait until it is back", &e)
+                    .await;
                 continue;
             }
         };
@@ -74,31 +67,61 @@ pub(super) async fn run(
                 .arg(last.to_string())
                 .query_async(&mut conn)
                 .await;
-            let reply = match reply {
-                Ok(reply) => reply,
+            let outcome = match reply {
+                Ok(reply) => pass_on(reply, &store, &live, &mut last).await,
                 Err(e) => {
-                    if !down {
-                        tracing::error!(url = %store.shown_url, error = %e, "lost Redis while tailing its log; retrying");
-                        down = true;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    trouble
+                        .wait("lost Redis while tailing its log; retrying", &e)
+                        .await;
                     break;
                 }
             };
-            if down {
-                tracing::info!(url = %store.shown_url, "Redis is back; live events flow again");
-                down = false;
-            }
-            backoff = Duration::from_millis(100);
-            match pass_on(reply, &store, &live, &mut last).await {
-                Ok(()) => {}
+            match outcome {
+                Ok(()) => trouble.over(),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read the Redis log; retrying");
-                    tokio::time::sleep(backoff).await;
+                    trouble
+                        .wait("cannot pass on the Redis log; retrying", &e)
+                        .await
                 }
             }
         }
+    }
+}
+
+/// A run of failures: logged once when it starts and once when it ends, with a pause
+/// growing from 100 ms to [`MAX_BACKOFF`] between attempts.
+struct Trouble<'a> {
+    url: &'a str,
+    failing: bool,
+    pause: Duration,
+}
+
+impl<'a> Trouble<'a> {
+    const FIRST_PAUSE: Duration = Duration::from_millis(100);
+
+    fn new(url: &'a str) -> Trouble<'a> {
+        Trouble {
+            url,
+            failing: false,
+            pause: Trouble::FIRST_PAUSE,
+        }
+    }
+
+    async fn wait(&mut self, what: &str, error: impl std::fmt::Display) {
+        if !self.failing {
+            tracing::error!(url = %self.url, %error, "{what}");
+            self.failing = true;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(MAX_BACKOFF);
+    }
+
+    fn over(&mut self) {
+        if self.failing {
+            tracing::info!(url = %self.url, "Redis answers again; live events flow");
+            self.failing = false;
+        }
+        self.pause = Trouble::FIRST_PAUSE;
     }
 }
 
