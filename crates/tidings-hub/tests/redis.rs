@@ -1,6 +1,7 @@
 //! Several hubs on one Redis, over real sockets: an event published on one hub reaches
-//! the subscribers of another, a client resumes on any hub with an id from another, and
-//! when Redis goes away publishing answers 503 until it is back, then delivery goes on.
+//! the subscribers of another, a client resumes on any hub with an id from another, when
+//! Redis goes away publishing answers 503 until it is back, then delivery goes on, and
+//! when Redis comes back without its data, streams end and resumes report the gap.
 //!
 //! Each test starts a `redis-server` of its own on a free loopback port. Without it
 //! installed they print `skipped: … (install redis-server)` and pass, unless
@@ -102,7 +103,8 @@ async fn hubs_share_topics_and_a_client_resumes_on_another_hub() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_publishing_is_503_and_delivery_goes_on_when_it_is_back() {
-    let Some(mut server) = RedisServer::start("redis outage") else {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(mut server) = RedisServer::start_durable("redis outage", dir.path()) else {
         return;
     };
     let a = hub(&server).await;
@@ -122,9 +124,9 @@ async fn without_redis_publishing_is_503_and_delivery_goes_on_when_it_is_back() 
         StatusCode::SERVICE_UNAVAILABLE
     );
 
-    // Back (empty: this server keeps nothing on disk). Publishing works again once the
+    // Back, with its data (it keeps an append-only file). Publishing works again once the
     // connection is re-made, and b's subscriber gets the event without reconnecting.
-    let _server = RedisServer::start_on(server.port());
+    server.start_again();
     let deadline = Instant::now() + PATIENCE;
     let after = loop {
         let reply = a
@@ -196,4 +198,41 @@ async fn a_subscriber_moving_between_hubs_under_concurrent_publishing_misses_not
     expected.sort();
     let got: Vec<tidings::EventId> = received.iter().map(parse).collect();
     assert_eq!(got, expected, "every acknowledged event once, in id order");
+}
+
+/// Redis loses its data under an open stream (`FLUSHALL`, or a restart without
+/// persistence): the hub cannot tell what its subscribers missed, so it ends the stream,
+/// and the client's resume gets a gap event before the next event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_redis_data_ends_open_streams_and_the_resume_reports_the_gap() {
+    let Some(server) = RedisServer::start("wiped redis data") else {
+        return;
+    };
+    let a = hub(&server).await;
+    let mut stream = a.stream("/events?topic=news").await;
+    let before = a.publish("news", "before").await;
+    assert_eq!(stream.expect_event().await.id, before);
+
+    let mut conn = redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection");
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .expect("flushall");
+    let after = a.publish("news", "after").await;
+
+    assert!(
+        stream.rest().await.is_empty(),
+        "the stream ends without the event after the wipe"
+    );
+    let mut resumed = a
+        .stream_with("/events?topic=news", &[("last-event-id", &before)])
+        .await;
+    let gap = resumed.expect_event().await;
+    assert_eq!(gap.event, "tidings.gap", "{gap:?}");
+    let next = resumed.expect_event().await;
+    assert_eq!((next.id, next.data.as_str()), (after, "after"));
 }

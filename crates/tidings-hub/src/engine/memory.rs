@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use tidings::{EventId, IdGenerator};
 
-use super::{Engine, NewEvent, ReadBatch, StoredEvent, TopicInfo};
+use super::{Engine, LiveEvent, NewEvent, ReadBatch, StoredEvent, TopicInfo};
 use crate::error::Error;
 use crate::topics::{Topic, TopicFilter, TopicPattern};
 
@@ -60,7 +60,7 @@ type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// ```
 pub struct MemoryEngine {
     state: Mutex<State>,
-    live: broadcast::Sender<Arc<StoredEvent>>,
+    live: broadcast::Sender<LiveEvent>,
     max_events_per_topic: usize,
     max_age: Option<Duration>,
     clock: Clock,
@@ -190,7 +190,7 @@ impl Engine for MemoryEngine {
         // Sent under the lock that assigned the ids, so the live feed is in id order.
         // No receiver (no fan-out running) is not an error: the events are stored.
         for event in &stored {
-            let _ = self.live.send(Arc::clone(event));
+            let _ = self.live.send(LiveEvent::Stored(Arc::clone(event)));
         }
         Ok(stored)
     }
@@ -273,7 +273,7 @@ impl Engine for MemoryEngine {
             .collect())
     }
 
-    fn subscribe_live(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+    fn subscribe_live(&self) -> broadcast::Receiver<LiveEvent> {
         self.live.subscribe()
     }
 }

@@ -17,16 +17,20 @@
 //! by `append` itself, under the lock that assigns ids; for the disk engine, by its one
 //! writer after each commit; for the Redis engine, by a task that tails a stream in Redis,
 //! so an event published on another hub reaches this hub's subscribers through the same
-//! path as a local one. Each feed is in id order. Either way the feed may lag behind: when a receiver reports
-//! [`broadcast::error::RecvError::Lagged`], the fan-out catches up by calling
-//! [`Engine::read_after`] from the last id it delivered, so the feed is a prompt, the
-//! storage is the truth, and nothing is silently dropped.
+//! path as a local one. Each feed is in id order. Either way the feed may lag behind: when a
+//! receiver reports [`broadcast::error::RecvError::Lagged`], or the feed itself says it
+//! skipped events ([`LiveEvent::Skipped`]: the Redis engine's tail found a hole in the
+//! shared log), the fan-out catches up by calling [`Engine::read_after`] from the last id
+//! it delivered, so the feed is a prompt, the storage is the truth, and nothing is
+//! silently dropped: what the storage no longer holds either ends every stream, and each
+//! client's resume reports the gap.
 //!
 //! # The contract a resume relies on
 //!
 //! 1. `append` returns only after the events are stored, and an event appears on the live
 //!    feed only after it is stored.
-//! 2. The live feed carries every stored event once, in id order.
+//! 2. The live feed carries every stored event once, in id order, or says where it
+//!    skipped some ([`LiveEvent::Skipped`]).
 //! 3. Reads are prefix-consistent: if `read_after` returns an event with id `x`, it also
 //!    returns (or has already trimmed, and says so in [`ReadBatch::complete_after`]) every
 //!    matching event with an id below `x` that is after the requested id.
@@ -58,6 +62,26 @@ pub use disk::{
 };
 pub use memory::{MemoryEngine, DEFAULT_MAX_AGE, DEFAULT_MAX_EVENTS_PER_TOPIC};
 pub use redis::{RedisEngine, RedisOptions, DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_URL};
+
+/// What an engine's live feed carries.
+#[derive(Debug, Clone)]
+pub enum LiveEvent {
+    /// An event just stored; events come in id order.
+    Stored(Arc<StoredEvent>),
+    /// Stored events were skipped after the last one the feed carried (and before the
+    /// next): read them from the engine, as after a lag.
+    Skipped,
+}
+
+impl LiveEvent {
+    /// The stored event, or `None` for [`LiveEvent::Skipped`].
+    pub fn stored(&self) -> Option<&Arc<StoredEvent>> {
+        match self {
+            LiveEvent::Stored(event) => Some(event),
+            LiveEvent::Skipped => None,
+        }
+    }
+}
 
 /// An event to store: what a publisher sent, validated, before it has an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,7 +229,7 @@ pub trait Engine: Send + Sync + 'static {
 
     /// A receiver of every event stored from now on, in id order. See the
     /// [module docs](self) for how a lagging receiver catches up.
-    fn subscribe_live(&self) -> broadcast::Receiver<Arc<StoredEvent>>;
+    fn subscribe_live(&self) -> broadcast::Receiver<LiveEvent>;
 
     /// Whether the engine can serve requests now (for `/readyz`).
     async fn ready(&self) -> Result<(), Error> {

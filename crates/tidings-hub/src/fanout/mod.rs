@@ -34,7 +34,7 @@ use tokio::sync::broadcast::Receiver;
 use tidings::server::{prefetch, PushOutcome, Session, SharedBytes, SlowClientPolicy};
 use tidings::EventId;
 
-use crate::engine::{Engine, StoredEvent};
+use crate::engine::{Engine, LiveEvent, StoredEvent};
 use crate::topics::{Topic, TopicFilter};
 use registry::Registry;
 
@@ -450,30 +450,32 @@ impl Fanout {
     /// task is aborted. `receiver` must be subscribed before the first append this hub
     /// serves, and `last` must be the engine's head at that moment.
     ///
-    /// When the feed lags (this task fell behind by more than the feed holds), the events
-    /// missed are read back from the engine: the feed is a prompt, the engine the truth.
+    /// When the feed lags (this task fell behind by more than the feed holds) or says it
+    /// skipped events, the events missed are read back from the engine: the feed is a
+    /// prompt, the engine the truth.
     pub(crate) async fn run(
         self: Arc<Self>,
         engine: Arc<dyn Engine>,
-        receiver: Receiver<Arc<StoredEvent>>,
+        receiver: Receiver<LiveEvent>,
         last: EventId,
     ) {
         let mut feed = Feed {
             receiver,
             last,
-            lagged: None,
+            behind: None,
             closed: false,
         };
         let mut waiting: Vec<Arc<StoredEvent>> = Vec::new();
         loop {
             let first = match feed.receiver.recv().await {
-                Ok(event) => event,
+                Ok(LiveEvent::Stored(event)) => event,
+                Ok(LiveEvent::Skipped) => {
+                    feed.last = self.catch_up(&*engine, feed.last, Behind::Skipped).await;
+                    continue;
+                }
                 Err(RecvError::Lagged(skipped)) => {
-                    tracing::warn!(
-                        skipped,
-                        "fan-out fell behind the live feed; catching up from the engine"
-                    );
-                    feed.last = self.catch_up(&*engine, feed.last).await;
+                    let behind = Behind::Lagged(skipped);
+                    feed.last = self.catch_up(&*engine, feed.last, behind).await;
                     continue;
                 }
                 Err(RecvError::Closed) => return,
@@ -493,12 +495,8 @@ impl Fanout {
                 waiting.extend(taken);
                 start = end;
             }
-            if let Some(skipped) = feed.lagged.take() {
-                tracing::warn!(
-                    skipped,
-                    "fan-out fell behind the live feed; catching up from the engine"
-                );
-                feed.last = self.catch_up(&*engine, feed.last).await;
+            if let Some(behind) = feed.behind.take() {
+                feed.last = self.catch_up(&*engine, feed.last, behind).await;
             }
             if feed.closed {
                 return;
@@ -506,7 +504,17 @@ impl Fanout {
         }
     }
 
-    async fn catch_up(&self, engine: &dyn Engine, mut last: EventId) -> EventId {
+    async fn catch_up(&self, engine: &dyn Engine, mut last: EventId, behind: Behind) -> EventId {
+        match behind {
+            Behind::Lagged(skipped) => tracing::warn!(
+                skipped,
+                "fan-out fell behind the live feed; catching up from the engine"
+            ),
+            Behind::Skipped => tracing::warn!(
+                %last,
+                "the live feed skipped events; catching up from the engine"
+            ),
+        }
         let all = TopicFilter::all();
         loop {
             match engine.read_after(&all, last, CATCH_UP_PAGE).await {
@@ -551,28 +559,38 @@ impl Fanout {
 
 /// The engine's live feed as the fan-out task reads it: each event once, in id order.
 struct Feed {
-    receiver: Receiver<Arc<StoredEvent>>,
+    receiver: Receiver<LiveEvent>,
     /// The newest id taken (older ones were delivered from the engine when catching up).
     last: EventId,
-    /// The feed dropped this many events because the task fell behind.
-    lagged: Option<u64>,
+    /// Events were missed here: what follows is read back from the engine first.
+    behind: Option<Behind>,
     /// The engine is gone.
     closed: bool,
 }
 
+/// Why the fan-out must read events back from the engine.
+#[derive(Debug, Clone, Copy)]
+enum Behind {
+    /// The feed dropped this many events because the task fell behind.
+    Lagged(u64),
+    /// The feed itself skipped events ([`LiveEvent::Skipped`]).
+    Skipped,
+}
+
 impl Feed {
-    /// The next event already waiting, if any. Nothing after a lag (what was dropped is
-    /// read back from the engine first) or the end.
+    /// The next event already waiting, if any. Nothing after a lag or a skip (what was
+    /// missed is read back from the engine first) or the end.
     fn try_next(&mut self) -> Option<Arc<StoredEvent>> {
-        while self.lagged.is_none() && !self.closed {
+        while self.behind.is_none() && !self.closed {
             match self.receiver.try_recv() {
-                Ok(event) => {
+                Ok(LiveEvent::Stored(event)) => {
                     if let Some(event) = self.keep(event) {
                         return Some(event);
                     }
                 }
+                Ok(LiveEvent::Skipped) => self.behind = Some(Behind::Skipped),
                 Err(TryRecvError::Empty) => return None,
-                Err(TryRecvError::Lagged(skipped)) => self.lagged = Some(skipped),
+                Err(TryRecvError::Lagged(skipped)) => self.behind = Some(Behind::Lagged(skipped)),
                 Err(TryRecvError::Closed) => self.closed = true,
             }
         }
@@ -761,15 +779,15 @@ mod tests {
     }
 
     /// A feed of `events` (already sent, waiting to be taken), and its sender.
-    fn feed_of(events: &[Arc<StoredEvent>]) -> (Feed, broadcast::Sender<Arc<StoredEvent>>) {
+    fn feed_of(events: &[Arc<StoredEvent>]) -> (Feed, broadcast::Sender<LiveEvent>) {
         let (sender, receiver) = broadcast::channel(64);
         for event in events {
-            sender.send(Arc::clone(event)).unwrap();
+            sender.send(LiveEvent::Stored(Arc::clone(event))).unwrap();
         }
         let feed = Feed {
             receiver,
             last: EventId::ZERO,
-            lagged: None,
+            behind: None,
             closed: false,
         };
         (feed, sender)

@@ -18,7 +18,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use tidings::EventId;
-use tidings_hub::engine::{Engine, MemoryEngine, NewEvent, ReadBatch, StoredEvent, TopicInfo};
+use tidings_hub::engine::{
+    Engine, LiveEvent, MemoryEngine, NewEvent, ReadBatch, StoredEvent, TopicInfo,
+};
 use tidings_hub::topics::TopicFilter;
 use tidings_hub::{Error, Hub, Server, Settings};
 
@@ -381,7 +383,7 @@ impl EventStream {
 /// reaches the fan-out only after the hand-over.
 pub struct SlowReads {
     inner: Arc<MemoryEngine>,
-    live: tokio::sync::broadcast::Sender<Arc<StoredEvent>>,
+    live: tokio::sync::broadcast::Sender<LiveEvent>,
     calls: std::sync::atomic::AtomicU64,
 }
 
@@ -440,7 +442,7 @@ impl Engine for SlowReads {
     async fn topics(&self) -> Result<Vec<TopicInfo>, Error> {
         self.inner.topics().await
     }
-    fn subscribe_live(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
+    fn subscribe_live(&self) -> tokio::sync::broadcast::Receiver<LiveEvent> {
         self.live.subscribe()
     }
 }
@@ -450,7 +452,7 @@ impl Engine for SlowReads {
 /// guaranteed for one publisher at a time: enough for the test that uses it.)
 pub struct TinyFeed {
     inner: MemoryEngine,
-    live: tokio::sync::broadcast::Sender<Arc<StoredEvent>>,
+    live: tokio::sync::broadcast::Sender<LiveEvent>,
 }
 
 impl TinyFeed {
@@ -471,7 +473,7 @@ impl Engine for TinyFeed {
     async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Arc<StoredEvent>>, Error> {
         let stored = self.inner.append(events).await?;
         for event in &stored {
-            let _ = self.live.send(Arc::clone(event));
+            let _ = self.live.send(LiveEvent::Stored(Arc::clone(event)));
         }
         Ok(stored)
     }
@@ -489,7 +491,7 @@ impl Engine for TinyFeed {
     async fn topics(&self) -> Result<Vec<TopicInfo>, Error> {
         self.inner.topics().await
     }
-    fn subscribe_live(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
+    fn subscribe_live(&self) -> tokio::sync::broadcast::Receiver<LiveEvent> {
         self.live.subscribe()
     }
 }

@@ -72,7 +72,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use tidings::EventId;
 
-use super::{Engine, NewEvent, ReadBatch, StoredEvent, TopicInfo};
+use super::{Engine, LiveEvent, NewEvent, ReadBatch, StoredEvent, TopicInfo};
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind};
 use crate::topics::TopicFilter;
@@ -181,7 +181,7 @@ pub struct DiskEngine {
     shared: Arc<Shared>,
     /// `None` only while dropping (closing it stops the writer).
     requests: Option<mpsc::Sender<Request>>,
-    live: broadcast::Sender<Arc<StoredEvent>>,
+    live: broadcast::Sender<LiveEvent>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -379,7 +379,7 @@ impl Engine for DiskEngine {
             .await
     }
 
-    fn subscribe_live(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+    fn subscribe_live(&self) -> broadcast::Receiver<LiveEvent> {
         self.live.subscribe()
     }
 

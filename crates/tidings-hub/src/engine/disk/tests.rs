@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::*;
 use crate::engine::test_support::{
     self as test_support, data, fill_a_past_its_limit, filter, first_of_a_was_trimmed, new_event,
-    reads_merge_in_order,
+    next_stored, reads_merge_in_order,
 };
 
 /// Options with `max_events` per topic and no background trimming (tests run it).
@@ -240,7 +240,7 @@ async fn concurrent_appends_share_commits_and_keep_order() {
         "every acknowledged event, once, in id order"
     );
     for id in &acked {
-        assert_eq!(live.recv().await.expect("live").id, *id);
+        assert_eq!(next_stored(&mut live).await.id, *id);
     }
 }
 
@@ -305,7 +305,7 @@ async fn a_failed_write_stores_nothing_and_the_engine_recovers() {
         .expect("pragma");
     let after = append(&engine, &["b"], "after").await;
     assert!(after > kept);
-    assert_eq!(live.recv().await.expect("live").id, after);
+    assert_eq!(next_stored(&mut live).await.id, after);
     let all = engine
         .read_after(&filter(&["*"]), EventId::ZERO, 10)
         .await
@@ -333,7 +333,7 @@ async fn a_failed_fsync_is_not_acknowledged_and_stops_publishing_until_a_restart
         let dir_name = dir.path().display().to_string();
         assert_engine_error(&err, &["may not be stored", "restart the hub", &dir_name]);
         // Committed before the fsync: subscribers had it (the documented trade-off).
-        assert_eq!(live.recv().await.expect("live").data, "unconfirmed");
+        assert_eq!(next_stored(&mut live).await.data, "unconfirmed");
 
         let err = engine
             .append(vec![new_event(&["b"], "later")])

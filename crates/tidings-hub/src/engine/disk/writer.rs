@@ -44,7 +44,7 @@ use tidings::{EventId, IdGenerator};
 use super::retention::{Limits, RetentionRules};
 use super::store::{id_from_blob, write_error, Meta, WAL_FILE};
 use super::{Clock, TrimReport};
-use crate::engine::{NewEvent, StoredEvent};
+use crate::engine::{LiveEvent, NewEvent, StoredEvent};
 use crate::error::{Error, ErrorKind};
 use crate::topics::Topic;
 
@@ -121,7 +121,7 @@ pub(super) struct Writer {
     topics: HashMap<Topic, TopicState>,
     next_tid: i64,
     rules: RetentionRules,
-    live: broadcast::Sender<Arc<StoredEvent>>,
+    live: broadcast::Sender<LiveEvent>,
     head: Arc<Mutex<EventId>>,
     clock: Clock,
     trim_interval: Duration,
@@ -136,7 +136,7 @@ pub(super) struct Writer {
 pub(super) struct WriterConfig {
     pub(super) dir: PathBuf,
     pub(super) rules: RetentionRules,
-    pub(super) live: broadcast::Sender<Arc<StoredEvent>>,
+    pub(super) live: broadcast::Sender<LiveEvent>,
     pub(super) head: Arc<Mutex<EventId>>,
     pub(super) clock: Clock,
     pub(super) trim_interval: Duration,
@@ -318,7 +318,7 @@ impl Writer {
         }
         // After the commit, in id order. No receiver is not an error.
         for event in stored.iter().flatten() {
-            let _ = self.live.send(Arc::clone(event));
+            let _ = self.live.send(LiveEvent::Stored(Arc::clone(event)));
         }
         if let Err(err) = self.sync_log() {
             let why = format!(

@@ -54,7 +54,7 @@ use tokio::task::JoinHandle;
 
 use tidings::EventId;
 
-use super::{Engine, NewEvent, ReadBatch, StoredEvent, TopicInfo};
+use super::{Engine, LiveEvent, NewEvent, ReadBatch, StoredEvent, TopicInfo};
 use crate::error::{Error, ErrorKind};
 use crate::topics::{Topic, TopicFilter, TopicPattern};
 
@@ -147,7 +147,7 @@ impl Default for RedisOptions {
 /// `ENGINES.md`).
 pub struct RedisEngine {
     store: Arc<Store>,
-    live: broadcast::Sender<Arc<StoredEvent>>,
+    live: broadcast::Sender<LiveEvent>,
     tail: JoinHandle<()>,
 }
 
@@ -461,7 +461,7 @@ impl Engine for RedisEngine {
         Ok(topics)
     }
 
-    fn subscribe_live(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+    fn subscribe_live(&self) -> broadcast::Receiver<LiveEvent> {
         self.live.subscribe()
     }
 

@@ -4,10 +4,10 @@
 //!
 //! Every log entry names the id before it (`p`). When an entry's `p` is not the id the
 //! tail passed on last, entries were trimmed from the log before this hub read them (it
-//! could not reach Redis for a long time, or the log was cut short): the tail reads the
-//! missing events back from the topics' streams, in id order, before going on. What the
-//! topics no longer hold either is gone; that is logged as an error, and a client that
-//! resumes from before it gets a gap event.
+//! could not reach Redis for a long time, the log was cut short, or the data was wiped):
+//! the tail sends [`LiveEvent::Skipped`] before that entry, and the fan-out reads what it
+//! missed from the topics' streams, as after a lag. If the topics no longer hold it
+//! either, the fan-out ends every stream, and each client's resume reports the gap.
 //!
 //! When Redis cannot be reached, the tail retries with a growing pause (up to 5 s) and
 //! goes on from where it stopped, so no event is skipped across an outage.
@@ -22,8 +22,7 @@ use tokio::sync::broadcast;
 use tidings::EventId;
 
 use super::{array, parse_entry, parse_id, Store};
-use crate::engine::StoredEvent;
-use crate::topics::TopicFilter;
+use crate::engine::LiveEvent;
 
 /// How long one `XREAD` waits for new entries before it asks again.
 const BLOCK: Duration = Duration::from_secs(1);
@@ -31,15 +30,13 @@ const BLOCK: Duration = Duration::from_secs(1);
 const BATCH: usize = 1024;
 /// The longest pause between two attempts to reach Redis.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How many events one gap-filling read takes.
-const FILL_PAGE: usize = 1024;
 
 /// Tails the log of `store` from `last` (the engine's head when it started) until the
 /// task is aborted.
 pub(super) async fn run(
     client: redis::Client,
     store: Arc<Store>,
-    live: broadcast::Sender<Arc<StoredEvent>>,
+    live: broadcast::Sender<LiveEvent>,
     mut last: EventId,
 ) {
     let log = format!("{}log", store.prefix);
@@ -68,7 +65,7 @@ pub(super) async fn run(
                 .query_async(&mut conn)
                 .await;
             let outcome = match reply {
-                Ok(reply) => pass_on(reply, &store, &live, &mut last).await,
+                Ok(reply) => pass_on(reply, &live, &mut last).await,
                 Err(e) => {
                     trouble
                         .wait("lost Redis while tailing its log; retrying", &e)
@@ -125,12 +122,11 @@ impl<'a> Trouble<'a> {
     }
 }
 
-/// Sends the entries of one `XREAD` answer to the live feed, after filling any gap before
-/// them from the topics.
+/// Sends the entries of one `XREAD` answer to the live feed, with
+/// [`LiveEvent::Skipped`] before an entry whose predecessor the tail never passed on.
 pub(super) async fn pass_on(
     reply: Value,
-    store: &Store,
-    live: &broadcast::Sender<Arc<StoredEvent>>,
+    live: &broadcast::Sender<LiveEvent>,
     last: &mut EventId,
 ) -> Result<(), crate::Error> {
     // [[log, [entry, ...]]], or nil when BLOCK ran out.
@@ -146,47 +142,14 @@ pub(super) async fn pass_on(
                 Some("") | None => None,
                 Some(p) => Some(parse_id(p)?),
             };
+            // No receiver (no fan-out running) is not an error: the events are stored.
             if prev != Some(*last) {
-                fill_gap(store, live, last, event.id).await?;
+                tracing::warn!(after = %last, next = %event.id, "the Redis log lost entries before this hub read them; the fan-out reads them from the topics");
+                let _ = live.send(LiveEvent::Skipped);
             }
             *last = event.id;
-            // No receiver (no fan-out running) is not an error: the event is stored.
-            let _ = live.send(Arc::new(event));
+            let _ = live.send(LiveEvent::Stored(Arc::new(event)));
         }
     }
     Ok(())
-}
-
-/// Passes on every stored event after `last` and before `until`, read from the topics.
-async fn fill_gap(
-    store: &Store,
-    live: &broadcast::Sender<Arc<StoredEvent>>,
-    last: &mut EventId,
-    until: EventId,
-) -> Result<(), crate::Error> {
-    let all = TopicFilter::all();
-    let mut reported = false;
-    loop {
-        let batch = store.read_after(&all, *last, FILL_PAGE).await?;
-        if batch.complete_after > *last && !reported {
-            tracing::error!(
-                after = %last,
-                trimmed_through = %batch.complete_after,
-                "events were trimmed from Redis before this hub read them; clients resuming from before them get a gap event"
-            );
-            reported = true;
-        }
-        let mut reached = !batch.more;
-        for event in batch.events {
-            if event.id >= until {
-                reached = true;
-                break;
-            }
-            *last = event.id;
-            let _ = live.send(event);
-        }
-        if reached {
-            return Ok(());
-        }
-    }
 }
