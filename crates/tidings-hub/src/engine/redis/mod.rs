@@ -12,7 +12,8 @@
 //!   `XREAD BLOCK` and feeds what it reads to its fan-out, so an event published on one
 //!   hub reaches the subscribers of all of them through the same path as a local one (see
 //!   `tail.rs`). Each log entry names the entry before it, so a tail that was away longer
-//!   than the log is kept sees the gap and reads the missing events back from the topics.
+//!   than the log is kept sees the hole and says so on the feed ([`LiveEvent::Skipped`]);
+//!   the fan-out then reads the missing events back from the topics.
 //! - **History per topic**, one stream per topic, trimmed to `history_max_events` and
 //!   `history_max_age` like the memory engine's, by the same script that appends (and by
 //!   reads, for topics that no longer get events). A resume point reads one stream range
