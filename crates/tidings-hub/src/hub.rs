@@ -23,6 +23,9 @@ pub struct Hub {
     settings: Settings,
     fanout_task: Mutex<Option<JoinHandle<()>>>,
     shutting_down: AtomicBool,
+    /// A random name for this hub process, so that what it numbers (presence sessions)
+    /// differs from what other hubs sharing its engine number.
+    instance: String,
 }
 
 impl std::fmt::Debug for Hub {
@@ -71,6 +74,7 @@ impl Hub {
             settings,
             fanout_task: Mutex::new(Some(task)),
             shutting_down: AtomicBool::new(false),
+            instance: format!("{:08x}", random_u64() as u32),
         }))
     }
 
@@ -82,6 +86,12 @@ impl Hub {
     /// The fan-out (subscriber registry and delivery).
     pub fn fanout(&self) -> &Arc<Fanout> {
         &self.fanout
+    }
+
+    /// A random name for this hub process (8 hex digits), e.g. in presence events'
+    /// session ids, so hubs sharing a Redis never give two sessions the same id.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The settings the hub runs with.
@@ -169,6 +179,15 @@ pub(crate) async fn open_engine(settings: &Settings) -> Result<Arc<dyn Engine>, 
             Arc::new(RedisEngine::connect(RedisOptions::from_settings(settings)?).await?)
         }
     })
+}
+
+/// A random number, different in each process and each call (std's hasher keys are
+/// seeded from the OS). For ids and jitter, not for secrets.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 impl Drop for Hub {

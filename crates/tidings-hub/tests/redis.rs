@@ -34,7 +34,10 @@ fn redis_settings(server: &RedisServer) -> Settings {
 
 /// A hub on the Redis engine, as `tidings serve --engine redis` opens it.
 async fn hub(server: &RedisServer) -> TestHub {
-    let settings = redis_settings(server);
+    hub_with(redis_settings(server)).await
+}
+
+async fn hub_with(settings: Settings) -> TestHub {
     let options = RedisOptions::from_settings(&settings).expect("valid settings");
     let engine = RedisEngine::connect(options).await.expect("redis engine");
     TestHub::start_with_engine(settings, Arc::new(engine)).await
@@ -235,4 +238,33 @@ async fn wiped_redis_data_ends_open_streams_and_the_resume_reports_the_gap() {
     assert_eq!(gap.event, "tidings.gap", "{gap:?}");
     let next = resumed.expect_event().await;
     assert_eq!((next.id, next.data.as_str()), (after, "after"));
+}
+
+/// Presence events from hubs sharing a Redis name their sessions apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_sessions_of_different_hubs_differ() {
+    let Some(server) = RedisServer::start("presence across hubs") else {
+        return;
+    };
+    let settings = Settings {
+        presence: true,
+        ..redis_settings(&server)
+    };
+    let a = hub_with(settings.clone()).await;
+    let b = hub_with(settings).await;
+    let mut watcher = b.stream("/events?topic=room").await;
+    let own = watcher.expect_event().await;
+    assert_eq!(own.event, "join");
+    let _visitor = a.stream("/events?topic=room").await;
+    let visitor = watcher.expect_event().await;
+    assert_eq!(visitor.event, "join");
+    let session = |data: &str| -> String {
+        let json: serde_json::Value = serde_json::from_str(data).expect("JSON");
+        json["session"].as_str().expect("a session").to_owned()
+    };
+    assert_ne!(
+        session(&own.data),
+        session(&visitor.data),
+        "each hub's first session, told apart"
+    );
 }

@@ -6,7 +6,6 @@
 //! history after that id across all the topics in id order, and then live events. The
 //! resume rules are in [`crate::fanout::resume`].
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -143,7 +142,8 @@ fn shutting_down() -> Problem {
 }
 
 /// Publishes a `join` or `leave` event to the exact topics of `filter` (patterns name no
-/// topic to publish to). The data is `{"session":"<id>"}`.
+/// topic to publish to). The data is `{"session":"<hub>-<id>"}`: this hub's random name and
+/// the session's number, unique among hubs sharing an engine.
 async fn publish_presence(
     hub: Weak<Hub>,
     filter: TopicFilter,
@@ -158,7 +158,7 @@ async fn publish_presence(
     let event = NewEvent {
         topics,
         event_type: Some(event_type.to_owned()),
-        data: serde_json::json!({ "session": session.to_string() }).to_string(),
+        data: serde_json::json!({ "session": format!("{}-{session}", hub.instance()) }).to_string(),
         retry: None,
     };
     if let Err(err) = hub.publish(vec![event]).await {
@@ -169,8 +169,5 @@ async fn publish_presence(
 /// 0-1000 ms, different for each connection, so clients closed together (on shutdown) do
 /// not all come back in the same millisecond.
 fn jitter() -> Duration {
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    Duration::from_millis(random % 1001)
+    Duration::from_millis(crate::hub::random_u64() % 1001)
 }

@@ -1,12 +1,41 @@
 -- Stores a batch of events atomically and returns their ids.
--- ARGV: prefix, max events per topic, max age in ms (0: none), log length, then four
--- values per event: its topics (newline-separated), its data, its type ('' for none,
--- else '=' and the type) and its retry in ms ('' for none).
+-- ARGV: prefix, a token no other append has, max events per topic, max age in ms (0:
+-- none), log length, then four values per event: its topics (newline-separated), its
+-- data, its type ('' for none, else '=' and the type) and its retry in ms ('' for none).
 local p = ARGV[1]
-local max = tonumber(ARGV[2])
+
+-- Run twice with one token (the hub retries when its connection dropped, and cannot know
+-- whether the first run happened): the second returns the first one's ids.
+local done_key = p .. 'append:' .. ARGV[2]
+local done = redis.call('GET', done_key)
+if done then
+  local ids = {}
+  for id in string.gmatch(done, '[^ ]+') do
+    ids[#ids + 1] = id
+  end
+  return ids
+end
+
+local max = tonumber(ARGV[3])
 local now = now_ms()
-local cutoff = age_cutoff(now, tonumber(ARGV[3]))
-local log_len = ARGV[4]
+local cutoff = age_cutoff(now, tonumber(ARGV[4]))
+local log_len = ARGV[5]
+local first = 6
+
+-- Nothing is written unless everything can be: a key of the wrong type under the prefix
+-- would fail a write half-way, and a script's writes before an error stay.
+local wrong = wrong_type(p .. 'id', 'string') or wrong_type(p .. 'origin', 'string')
+  or wrong_type(p .. 'log', 'stream') or wrong_type(p .. 'last', 'hash')
+  or wrong_type(p .. 'published', 'hash') or wrong_type(p .. 'trimmed', 'hash')
+  or wrong_type(done_key, 'string')
+for i = first, #ARGV, 4 do
+  for topic in string.gmatch(ARGV[i], '[^\n]+') do
+    wrong = wrong or wrong_type(p .. 'topic:' .. topic, 'stream')
+  end
+end
+if wrong then
+  return redis.error_reply('WRONGTYPE ' .. wrong .. '; is another program writing under this prefix? nothing was stored')
+end
 
 -- The next ids follow the newest one (or the origin), even if the clock went back.
 local last = redis.call('GET', p .. 'id') or redis.call('GET', p .. 'origin')
@@ -24,7 +53,7 @@ end
 
 local ids = {}
 local prev = last or ''
-for i = 5, #ARGV, 4 do
+for i = first, #ARGV, 4 do
   seq = seq + 1
   local id = string.format('%d-%d', ms, seq)
   local topics, data, etype, retry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -37,7 +66,7 @@ for i = 5, #ARGV, 4 do
     fields[#fields + 1] = 'r'
     fields[#fields + 1] = retry
   end
-  -- The log feeds every hub's live tail; `p` (the previous id) lets a tail see a gap.
+  -- The log feeds every hub's live tail; `p` (the previous id) lets a tail see a hole.
   redis.call('XADD', p .. 'log', 'MAXLEN', '~', log_len, id, 'p', prev, unpack(fields))
   for topic in string.gmatch(topics, '[^\n]+') do
     redis.call('XADD', p .. 'topic:' .. topic, id, unpack(fields))
@@ -49,4 +78,5 @@ for i = 5, #ARGV, 4 do
   ids[#ids + 1] = id
 end
 redis.call('SET', p .. 'id', prev)
+redis.call('SET', done_key, table.concat(ids, ' '), 'EX', 600)
 return ids

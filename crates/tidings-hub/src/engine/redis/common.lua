@@ -27,6 +27,15 @@ local function age_cutoff(now, max_age_ms)
   return '0'
 end
 
+-- A description of `key` when it exists with another type than `want`, else nil.
+local function wrong_type(key, want)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= want then
+    return key .. ' is a ' .. found .. ', not a ' .. want
+  end
+  return nil
+end
+
 -- Raises a topic's trimmed-through id (the newest id it no longer holds) to `id`.
 local function note_trimmed(p, topic, id)
   local old = redis.call('HGET', p .. 'trimmed', topic)

@@ -107,13 +107,13 @@ impl RedisOptions {
         Ok(options)
     }
 
-    fn check(&self) -> Result<(), Error> {
+    /// Checks the URL and the prefix, and returns the server as it may be shown.
+    fn check(&self) -> Result<String, Error> {
         use redis::IntoConnectionInfo;
-        let shown = redact(&self.url);
-        self.url.as_str().into_connection_info().map_err(|e| {
+        let info = self.url.as_str().into_connection_info().map_err(|e| {
             Error::with_source(
                 ErrorKind::Config,
-                format!("redis_url `{shown}` is not a Redis URL; write it as redis://host:port/db, rediss://host for TLS, or redis://:password@host"),
+                "redis_url is not a Redis URL; write it as redis://host:port/db, rediss://host for TLS, or redis://:password@host",
                 e,
             )
         })?;
@@ -128,7 +128,7 @@ impl RedisOptions {
                 format!("redis_prefix {:?} must be non-empty, without spaces or control characters (e.g. `tidings:` or `myapp:events:`)", self.prefix),
             ));
         }
-        Ok(())
+        Ok(describe(&info))
     }
 }
 
@@ -155,8 +155,11 @@ pub struct RedisEngine {
 /// The connection and scripts, shared by the engine and its tail.
 struct Store {
     conn: ConnectionManager,
-    /// The URL without its password, for messages.
+    /// The server as it may be shown: no user name, password or query.
     shown_url: String,
+    /// Tells this engine's appends from every other's (see [`Store::append_token`]).
+    instance: u64,
+    appends: std::sync::atomic::AtomicU64,
     prefix: String,
     max_events_per_topic: usize,
     max_age_ms: u64,
@@ -185,12 +188,11 @@ impl RedisEngine {
     /// the server cannot be reached, refuses the connection (e.g. a wrong password), is
     /// older than 6.2 or runs in cluster mode.
     pub async fn connect(options: RedisOptions) -> Result<RedisEngine, Error> {
-        options.check()?;
-        let shown_url = redact(&options.url);
+        let shown_url = options.check()?;
         let client = redis::Client::open(options.url.as_str()).map_err(|e| {
             Error::with_source(
                 ErrorKind::Config,
-                format!("redis_url `{shown_url}` cannot be used"),
+                format!("redis_url for {shown_url} cannot be used"),
                 e,
             )
         })?;
@@ -219,6 +221,8 @@ impl RedisEngine {
         let store = Arc::new(Store {
             conn,
             shown_url,
+            instance: crate::hub::random_u64(),
+            appends: std::sync::atomic::AtomicU64::new(0),
             prefix: options.prefix,
             max_events_per_topic: options.max_events_per_topic.max(1),
             max_age_ms: options
@@ -284,6 +288,17 @@ async fn check_server(conn: &mut ConnectionManager, shown_url: &str) -> Result<(
             ),
         ));
     }
+    let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    // CONFIG may be renamed away (managed Redis); then nothing can be said.
+    if let Some(policy) = policy.ok().and_then(|p| p.into_iter().nth(1)) {
+        if policy.starts_with("allkeys-") {
+            tracing::warn!(url = %shown_url, %policy, "Redis may evict any key when it is full, and an evicted stream is history lost without a gap event; set maxmemory-policy noeviction (then a full Redis refuses publishes with 503)");
+        }
+    }
     if field("redis_mode") == "cluster" {
         return Err(Error::new(
             ErrorKind::Engine,
@@ -294,12 +309,78 @@ async fn check_server(conn: &mut ConnectionManager, shown_url: &str) -> Result<(
 }
 
 impl Store {
+    /// An engine error that says what failed, without naming the server (the message
+    /// reaches HTTP clients; logs name it).
     fn engine_error(&self, what: &str, e: redis::RedisError) -> Error {
-        Error::with_source(
-            ErrorKind::Engine,
-            format!("Redis at {} failed to {what}", self.shown_url),
-            e,
-        )
+        let message = if e.is_timeout() {
+            format!("Redis did not answer in time ({} s) to {what}; if that was a write, it may still be done", RESPONSE_TIMEOUT.as_secs())
+        } else {
+            format!("Redis failed to {what}")
+        };
+        Error::with_source(ErrorKind::Engine, message, e)
+    }
+
+    /// Runs `op` on the shared connection and, when the connection turns out to have
+    /// dropped (Redis closed it while idle, a `CLIENT KILL`, a Redis restart), once more
+    /// on the connection the manager makes anew, so such a drop costs no request. Appends
+    /// are safe to run twice: their token makes a second run return the first one's ids.
+    async fn retried<T, F, Fut>(&self, what: &str, op: F) -> Result<T, Error>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let result = match op(self.conn.clone()).await {
+            Err(e) if e.is_connection_dropped() => {
+                tracing::debug!(error = %e, "the Redis connection dropped; trying once more");
+                op(self.conn.clone()).await
+            }
+            other => other,
+        };
+        result.map_err(|e| self.engine_error(what, e))
+    }
+
+    /// A token no other append of any hub has: this engine's random instance number and
+    /// a count.
+    fn append_token(&self) -> String {
+        let n = self
+            .appends
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{:016x}-{n}", self.instance)
+    }
+
+    /// Runs the append script for `events` with `token` (see [`Store::append_token`]) and
+    /// returns their ids, in order.
+    async fn append(&self, token: &str, events: &[NewEvent]) -> Result<Vec<String>, Error> {
+        let mut invocation = self.append.prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(token)
+            .arg(self.max_events_per_topic)
+            .arg(self.max_age_ms)
+            .arg(LOG_LENGTH);
+        for event in events {
+            let topics: Vec<&str> = event.topics.iter().map(Topic::as_str).collect();
+            let event_type = event.event_type.as_ref();
+            invocation
+                .arg(topics.join("\n"))
+                .arg(&event.data)
+                .arg(event_type.map_or(String::new(), |t| format!("={t}")))
+                .arg(
+                    event
+                        .retry
+                        .map_or(String::new(), |r| r.as_millis().to_string()),
+                );
+        }
+        let ids: Vec<String> = self
+            .retried("store events", |mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        if ids.len() != events.len() {
+            return Err(malformed("append"));
+        }
+        Ok(ids)
     }
 
     async fn read_after(
@@ -326,11 +407,12 @@ impl Store {
                 TopicPattern::Prefix(prefix) => invocation.arg(format!("*{prefix}")),
             };
         }
-        let mut conn = self.conn.clone();
-        let reply: Value = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.engine_error("read events", e))?;
+        let reply: Value = self
+            .retried("read events", |mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
         merge_topics(reply, limit)
     }
 }
@@ -377,38 +459,10 @@ impl Engine for RedisEngine {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let store = &*self.store;
-        let mut invocation = store.append.prepare_invoke();
-        invocation
-            .arg(&store.prefix)
-            .arg(store.max_events_per_topic)
-            .arg(store.max_age_ms)
-            .arg(LOG_LENGTH);
-        for event in &events {
-            let topics: Vec<&str> = event.topics.iter().map(Topic::as_str).collect();
-            invocation
-                .arg(topics.join("\n"))
-                .arg(&event.data)
-                .arg(
-                    event
-                        .event_type
-                        .as_ref()
-                        .map_or(String::new(), |t| format!("={t}")),
-                )
-                .arg(
-                    event
-                        .retry
-                        .map_or(String::new(), |r| r.as_millis().to_string()),
-                );
-        }
-        let mut conn = store.conn.clone();
-        let ids: Vec<String> = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| store.engine_error("store events", e))?;
-        if ids.len() != events.len() {
-            return Err(malformed("append"));
-        }
+        let ids = self
+            .store
+            .append(&self.store.append_token(), &events)
+            .await?;
         ids.iter()
             .zip(events)
             .map(|(id, event)| Ok(Arc::new(StoredEvent::new(parse_id(id)?, event))))
@@ -426,27 +480,27 @@ impl Engine for RedisEngine {
 
     async fn head(&self) -> Result<EventId, Error> {
         let store = &*self.store;
-        let mut conn = store.conn.clone();
         let head: String = store
-            .start
-            .arg(&store.prefix)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| store.engine_error("tell the newest id", e))?;
+            .retried("tell the newest id", |mut conn| async move {
+                store.start.arg(&store.prefix).invoke_async(&mut conn).await
+            })
+            .await?;
         parse_id(&head)
     }
 
     async fn topics(&self) -> Result<Vec<TopicInfo>, Error> {
         let store = &*self.store;
-        let mut conn = store.conn.clone();
         let rows: Vec<(String, String, u64, u64)> = store
-            .topics
-            .arg(&store.prefix)
-            .arg(store.max_events_per_topic)
-            .arg(store.max_age_ms)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| store.engine_error("list topics", e))?;
+            .retried("list topics", |mut conn| async move {
+                store
+                    .topics
+                    .arg(&store.prefix)
+                    .arg(store.max_events_per_topic)
+                    .arg(store.max_age_ms)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
         let mut topics = rows
             .into_iter()
             .map(|(topic, last, published, retained)| {
@@ -467,11 +521,11 @@ impl Engine for RedisEngine {
     }
 
     async fn ready(&self) -> Result<(), Error> {
-        let mut conn = self.store.conn.clone();
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
+        self.store
+            .retried("answer PING", |mut conn| async move {
+                redis::cmd("PING").query_async::<()>(&mut conn).await
+            })
             .await
-            .map_err(|e| self.store.engine_error("answer PING", e))
     }
 }
 
@@ -562,22 +616,15 @@ fn malformed(what: &str) -> Error {
     )
 }
 
-/// A Redis URL with its password replaced by `***`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+/// The server a connection info names, as it may be shown in logs and errors: scheme,
+/// host and port (or socket path) and database, never a user name, password or query.
+fn describe(info: &redis::ConnectionInfo) -> String {
+    let db = info.redis_settings().db();
+    match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => format!("redis://{host}:{port}/{db}"),
+        redis::ConnectionAddr::TcpTls { host, port, .. } => format!("rediss://{host}:{port}/{db}"),
+        redis::ConnectionAddr::Unix(path) => format!("redis+unix://{}?db={db}", path.display()),
+        _ => format!("Redis database {db}"),
     }
 }
 

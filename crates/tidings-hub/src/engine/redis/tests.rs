@@ -290,6 +290,131 @@ async fn age_limit_trims_quiet_topics_on_read() {
 }
 
 #[tokio::test]
+async fn a_dropped_connection_costs_no_request() {
+    let Some(server) = RedisServer::start("redis engine dropped connection") else {
+        return;
+    };
+    let engine = engine(&server, &fresh_prefix(), 10).await;
+    let mut live = engine.subscribe_live();
+    engine
+        .append(vec![new_event(&["a"], "1")])
+        .await
+        .expect("append");
+    assert_eq!(next_live(&mut live).await.data, "1");
+
+    // Redis ends every connection but this one (as a Redis restart, a CLIENT KILL or an
+    // idle `timeout` does): each next request still gets through, and the tail goes on.
+    let mut conn = raw(&server).await;
+    for round in 0..3 {
+        let _: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query_async(&mut conn)
+            .await
+            .expect("client kill");
+        match round {
+            0 => engine.ready().await.expect("ready after the drop"),
+            1 => {
+                engine.head().await.expect("head after the drop");
+            }
+            _ => {
+                let stored = engine
+                    .append(vec![new_event(&["a"], "2")])
+                    .await
+                    .expect("append after the drop");
+                assert_eq!(next_live(&mut live).await.id, stored[0].id);
+            }
+        }
+    }
+    let read = engine
+        .read_after(&filter(&["a"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert_eq!(
+        data(&read),
+        ["1", "2"],
+        "the retried append stored its event once"
+    );
+}
+
+#[tokio::test]
+async fn an_append_run_twice_with_one_token_stores_once() {
+    let Some(server) = RedisServer::start("redis engine append token") else {
+        return;
+    };
+    let engine = engine(&server, &fresh_prefix(), 10).await;
+    let events = [new_event(&["a"], "1"), new_event(&["a", "b"], "2")];
+    let first = engine
+        .store
+        .append("token-1", &events)
+        .await
+        .expect("append");
+    let again = engine
+        .store
+        .append("token-1", &events)
+        .await
+        .expect("append");
+    assert_eq!(
+        first, again,
+        "the second run answers with the first one's ids"
+    );
+    let other = engine
+        .store
+        .append("token-2", &events)
+        .await
+        .expect("append");
+    assert_ne!(first, other);
+    let read = engine
+        .read_after(&filter(&["a"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert_eq!(data(&read), ["1", "2", "1", "2"]);
+}
+
+#[tokio::test]
+async fn a_batch_that_cannot_be_stored_whole_is_not_stored_at_all() {
+    let Some(server) = RedisServer::start("redis engine all or nothing") else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let engine = engine(&server, &prefix, 10).await;
+    let head = engine.head().await.expect("head");
+    let mut conn = raw(&server).await;
+    let () = redis::cmd("SET")
+        .arg(format!("{prefix}topic:taken"))
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+
+    let err = engine
+        .append(vec![new_event(&["ok"], "1"), new_event(&["taken"], "2")])
+        .await
+        .expect_err("a topic key of another type");
+    assert_eq!(err.kind(), ErrorKind::Engine);
+    let message = err.to_string();
+    assert!(
+        message.contains("WRONGTYPE") && message.contains("nothing was stored"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("127.0.0.1"),
+        "errors reach HTTP clients: no server address: {message}"
+    );
+    let read = engine
+        .read_after(&filter(&["*"]), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert!(
+        read.events.is_empty(),
+        "the first event was not stored either"
+    );
+    assert_eq!(engine.head().await.expect("head"), head);
+    assert!(engine.topics().await.expect("topics").is_empty());
+}
+
+#[tokio::test]
 async fn connect_says_what_is_wrong() {
     let not_a_url = RedisEngine::connect(RedisOptions {
         url: "http://example.com".into(),
@@ -320,9 +445,18 @@ async fn connect_says_what_is_wrong() {
 }
 
 #[test]
-fn urls_are_shown_without_their_password() {
-    assert_eq!(redact("redis://:pw@h:1/0"), "redis://:***@h:1/0");
-    assert_eq!(redact("rediss://user:pw@h"), "rediss://user:***@h");
-    assert_eq!(redact("redis://user@h"), "redis://user@h");
-    assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+fn servers_are_shown_without_credentials_or_query() {
+    use redis::IntoConnectionInfo;
+    let shown = |url: &str| describe(&url.into_connection_info().expect("a Redis URL"));
+    assert_eq!(shown("redis://:pw@h:1/3"), "redis://h:1/3");
+    assert_eq!(shown("rediss://user:pw@h"), "rediss://h:6379/0");
+    assert_eq!(shown("redis://user@h"), "redis://h:6379/0");
+    assert_eq!(
+        shown("redis+unix:///run/r.sock?pass=secret&db=2"),
+        "redis+unix:///run/r.sock?db=2"
+    );
+    assert_eq!(
+        shown("unix:///run/r.sock?password=secret"),
+        "redis+unix:///run/r.sock?db=0"
+    );
 }
