@@ -460,3 +460,28 @@ fn servers_are_shown_without_credentials_or_query() {
         "redis+unix:///run/r.sock?db=0"
     );
 }
+
+#[tokio::test]
+async fn a_timeout_says_the_write_may_still_be_done() {
+    let Some(server) = RedisServer::start("redis engine timeout message") else {
+        return;
+    };
+    let engine = engine(&server, &fresh_prefix(), 10).await;
+    let timed_out = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+    let message = engine
+        .store
+        .engine_error("store events", timed_out)
+        .to_string();
+    assert!(message.contains("did not answer in time"), "{message}");
+    assert!(message.contains("may still be done"), "{message}");
+    let refused =
+        redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+    let message = engine
+        .store
+        .engine_error("store events", refused)
+        .to_string();
+    assert!(
+        message.starts_with("Redis failed to store events"),
+        "{message}"
+    );
+}
