@@ -42,6 +42,7 @@
 //! cluster mode (the scripts touch keys of many slots), with `maxmemory-policy
 //! noeviction` (an evicted key is history lost without a trace).
 
+mod reply;
 mod tail;
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ use tidings::EventId;
 use super::{Engine, LiveEvent, NewEvent, ReadBatch, StoredEvent, TopicInfo};
 use crate::error::{Error, ErrorKind};
 use crate::topics::{Topic, TopicFilter, TopicPattern};
+use reply::{malformed, merge_topics, parse_id, stored_topic};
 
 /// The Redis server the engine connects to when none is named.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -146,6 +148,25 @@ impl Default for RedisOptions {
 /// Events in Redis, shared by every hub that uses the same server and prefix: one id
 /// space, history per topic, and a tail of the shared log feeding each hub's fan-out (see
 /// `ENGINES.md`).
+///
+/// ```no_run
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use tidings_hub::engine::{RedisEngine, RedisOptions};
+/// use tidings_hub::{Server, Settings};
+///
+/// // Two of these, on two machines, serve the same topics and history.
+/// let engine = RedisEngine::connect(RedisOptions {
+///     url: "redis://10.0.0.5:6379/0".into(),
+///     ..RedisOptions::default()
+/// })
+/// .await?;
+/// let settings = Settings { listen: "0.0.0.0:8080".parse().expect("address"), ..Settings::default() };
+/// let server = Server::bind_with_engine(settings, Arc::new(engine)).await?;
+/// server.run_until(std::future::pending::<()>()).await?;
+/// # Ok::<(), tidings_hub::Error>(())
+/// # }).unwrap();
+/// ```
 pub struct RedisEngine {
     store: Arc<Store>,
     live: broadcast::Sender<LiveEvent>,
@@ -417,38 +438,6 @@ impl Store {
     }
 }
 
-/// Turns the read script's answer (the origin, then per topic its trimmed-through id and
-/// up to `limit + 1` entries) into one batch in id order.
-///
-/// A topic that returned `limit + 1` entries may hold more, but the first `limit` events
-/// of the merge are complete anyway: such a topic alone gave `limit + 1` distinct ids up
-/// to its last one, so the merge's first `limit` all lie below it, and no event of it
-/// that was not read can come before them.
-fn merge_topics(reply: Value, limit: usize) -> Result<ReadBatch, Error> {
-    let [origin, topics] = <[Value; 2]>::try_from(array(reply)?).map_err(|_| malformed("read"))?;
-    let mut complete_after = optional_id(&text(origin)?)?.unwrap_or(EventId::ZERO);
-    let mut events: Vec<Arc<StoredEvent>> = Vec::new();
-    for topic in array(topics)? {
-        let [trimmed, entries] =
-            <[Value; 2]>::try_from(array(topic)?).map_err(|_| malformed("read"))?;
-        if let Some(trimmed) = optional_id(&text(trimmed)?)? {
-            complete_after = complete_after.max(trimmed);
-        }
-        for entry in array(entries)? {
-            events.push(Arc::new(parse_entry(entry)?.0));
-        }
-    }
-    events.sort_by_key(|e| e.id);
-    events.dedup_by_key(|e| e.id);
-    let more = events.len() > limit;
-    events.truncate(limit);
-    Ok(ReadBatch {
-        events,
-        complete_after,
-        more,
-    })
-}
-
 #[async_trait]
 impl Engine for RedisEngine {
     fn name(&self) -> &'static str {
@@ -527,93 +516,6 @@ impl Engine for RedisEngine {
             })
             .await
     }
-}
-
-/// A stream entry (`[id, [field, value, ...]]`) as an event, with the id before it when
-/// the entry names one (log entries do).
-fn parse_entry(entry: Value) -> Result<(StoredEvent, Option<String>), Error> {
-    let [id, fields] = <[Value; 2]>::try_from(array(entry)?).map_err(|_| malformed("entry"))?;
-    let id = parse_id(&text(id)?)?;
-    let mut event = NewEvent {
-        topics: Vec::new(),
-        event_type: None,
-        data: String::new(),
-        retry: None,
-    };
-    let mut prev = None;
-    let mut fields = array(fields)?.into_iter();
-    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-        let value = text(value)?;
-        match text(name)?.as_str() {
-            "t" => {
-                event.topics = value
-                    .split('\n')
-                    .map(stored_topic)
-                    .collect::<Result<_, _>>()?;
-            }
-            "d" => event.data = value,
-            "e" => event.event_type = Some(value),
-            "r" => {
-                let ms = value.parse().map_err(|_| malformed("retry field"))?;
-                event.retry = Some(Duration::from_millis(ms));
-            }
-            "p" => prev = Some(value),
-            _ => {}
-        }
-    }
-    if event.topics.is_empty() {
-        return Err(malformed("entry without topics"));
-    }
-    Ok((StoredEvent::new(id, event), prev))
-}
-
-fn stored_topic(name: &str) -> Result<Topic, Error> {
-    Topic::new(name).map_err(|e| {
-        Error::with_source(
-            ErrorKind::Engine,
-            format!("Redis holds a topic the hub did not write ({name:?}); is another program using the same key prefix?"),
-            e,
-        )
-    })
-}
-
-fn parse_id(text: &str) -> Result<EventId, Error> {
-    text.parse().map_err(|_| malformed(&format!("id {text:?}")))
-}
-
-/// An id, or `None` for the empty string the scripts send for "none".
-fn optional_id(text: &str) -> Result<Option<EventId>, Error> {
-    if text.is_empty() {
-        Ok(None)
-    } else {
-        parse_id(text).map(Some)
-    }
-}
-
-fn array(value: Value) -> Result<Vec<Value>, Error> {
-    match value {
-        Value::Array(items) => Ok(items),
-        Value::Nil => Ok(Vec::new()),
-        _ => Err(malformed("reply")),
-    }
-}
-
-fn text(value: Value) -> Result<String, Error> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|_| malformed("text")),
-        Value::SimpleString(s) => Ok(s),
-        Value::Int(n) => Ok(n.to_string()),
-        _ => Err(malformed("reply")),
-    }
-}
-
-fn malformed(what: &str) -> Error {
-    Error::new(
-        ErrorKind::Engine,
-        format!(
-            "Redis answered with a malformed {what}; is another program using the same key prefix?"
-        ),
-    )
 }
 
 /// The server a connection info names, as it may be shown in logs and errors: scheme,

@@ -21,7 +21,8 @@ use tokio::sync::broadcast;
 
 use tidings::EventId;
 
-use super::{array, parse_entry, parse_id, Store};
+use super::reply::{array, parse_entry, parse_id};
+use super::Store;
 use crate::engine::LiveEvent;
 
 /// How long one `XREAD` waits for new entries before it asks again.
