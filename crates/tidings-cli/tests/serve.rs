@@ -248,7 +248,7 @@ fn the_redis_engine_says_when_redis_cannot_be_reached() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(&format!("cannot use Redis at {url}")) && stderr.contains("--redis-url"),
+        stderr.contains(&format!("cannot reach Redis at {url}0")) && stderr.contains("--redis-url"),
         "{stderr}"
     );
 

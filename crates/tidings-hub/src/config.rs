@@ -13,7 +13,7 @@
 //! | `engine` | `disk` | where events are stored: `disk`, `memory` (`--memory` for short) or `redis` |
 //! | `data_dir` | `./tidings-data` | the disk engine's directory (created if missing) |
 //! | `redis_url` | `redis://127.0.0.1:6379` | the Redis engine's server (`rediss://` for TLS, `redis://:password@host/db`) |
-//! | `redis_prefix` | `tidings:` | the prefix of the Redis engine's keys: hubs with the same server and prefix share everything |
+//! | `redis_prefix` | `tidings` | the Redis engine's keys start with `{prefix}:`: hubs with the same server and prefix share everything |
 //! | `history_max_events` | 1000 | events kept per topic |
 //! | `history_max_age` | `1h` | how long events are kept (`0`: no age limit) |
 //! | `history_max_bytes` | none | bytes kept per topic (`0`: no byte limit; disk engine) |
@@ -94,8 +94,8 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
 
-    /// The prefix of the Redis engine's keys; hubs with the same server and prefix share
-    /// topics and history [default: tidings:].
+    /// The name of a hub family in Redis (its keys start with `{PREFIX}:`); hubs with the
+    /// same server and prefix share topics and history [default: tidings].
     #[arg(long, env = "TIDINGS_REDIS_PREFIX", value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
 
@@ -296,7 +296,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The Redis engine's server.
     pub redis_url: String,
-    /// The prefix of the Redis engine's keys.
+    /// The Redis engine's hub family: its keys start with `{redis_prefix}:`.
     pub redis_prefix: String,
     /// Events kept per topic.
     pub history_max_events: usize,
@@ -688,22 +688,23 @@ mod tests {
     #[test]
     fn redis_settings_layer_and_are_checked() {
         let file = Config::from_toml(
-            "engine = \"redis\"\nredis_url = \"redis://10.0.0.5:6379/2\"\nredis_prefix = \"app:\"\n",
+            "engine = \"redis\"\nredis_url = \"redis://10.0.0.5:6379/2\"\nredis_prefix = \"app\"\n",
         )
         .expect("valid toml");
         assert_eq!(file.engine, Some(EngineKind::Redis));
         let flags = Config {
-            redis_prefix: Some("other:".into()),
+            redis_prefix: Some("other".into()),
             ..file
         };
         let settings = flags.resolve().expect("valid");
         assert_eq!(settings.redis_url, "redis://10.0.0.5:6379/2");
-        assert_eq!(settings.redis_prefix, "other:", "a flag wins over the file");
+        assert_eq!(settings.redis_prefix, "other", "a flag wins over the file");
 
         for (url, prefix, complaint) in [
-            ("http://10.0.0.5/", "t:", "is not a Redis URL"),
+            ("http://10.0.0.5/", "t", "is not a Redis URL"),
             ("redis://h:6379", "", "redis_prefix"),
-            ("redis://h:6379", "a b:", "redis_prefix"),
+            ("redis://h:6379", "a b", "redis_prefix"),
+            ("redis://h:6379", "a{b}", "redis_prefix"),
         ] {
             let c = Config {
                 engine: Some(EngineKind::Redis),

@@ -27,7 +27,7 @@ fn redis_settings(server: &RedisServer) -> Settings {
     Settings {
         engine: EngineKind::Redis,
         redis_url: server.url(),
-        redis_prefix: "hubs:".into(),
+        redis_prefix: "hubs".into(),
         ..Settings::default()
     }
 }

@@ -22,8 +22,11 @@
 //!
 //! # Keys
 //!
-//! Every key starts with the prefix (`tidings:` by default), so one Redis can hold several
-//! independent hubs' data under different prefixes:
+//! Every key starts with the prefix in braces and a colon (`{tidings}:` by default), so one
+//! Redis can hold several independent hub families under different prefixes, and no
+//! prefix's keys can be another's, whatever the two prefixes are (`a` and `a:topic` give
+//! `{a}:topic:log` and `{a:topic}:log`). The braces are also Redis Cluster's hash tag, so
+//! a family's keys would share one slot.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -64,7 +67,7 @@ use reply::{malformed, merge_topics, parse_id, stored_topic};
 /// The Redis server the engine connects to when none is named.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// The prefix of every key the engine writes, when none is named.
-pub const DEFAULT_REDIS_PREFIX: &str = "tidings:";
+pub const DEFAULT_REDIS_PREFIX: &str = "tidings";
 
 /// About how many entries the log keeps: how far behind a hub's tail can fall (e.g. while
 /// it cannot reach Redis) and still catch up from the log alone.
@@ -83,7 +86,7 @@ const COMMON: &str = include_str!("common.lua");
 pub struct RedisOptions {
     /// The server, e.g. `redis://127.0.0.1:6379/0` or `rediss://user:pass@host:6380`.
     pub url: String,
-    /// The prefix of every key the engine writes.
+    /// The name of the hub family: every key the engine writes starts with `{prefix}:`.
     pub prefix: String,
     /// Events kept per topic (at least 1).
     pub max_events_per_topic: usize,
@@ -97,7 +100,7 @@ impl RedisOptions {
     ///
     /// # Errors
     /// [`ErrorKind::Config`] when the URL is not a Redis URL or the prefix is empty or
-    /// has spaces or control characters.
+    /// has spaces, control characters or braces.
     pub fn from_settings(settings: &crate::config::Settings) -> Result<RedisOptions, Error> {
         let options = RedisOptions {
             url: settings.redis_url.clone(),
@@ -123,11 +126,11 @@ impl RedisOptions {
             || self
                 .prefix
                 .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
+                .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
         {
             return Err(Error::new(
                 ErrorKind::Config,
-                format!("redis_prefix {:?} must be non-empty, without spaces or control characters (e.g. `tidings:` or `myapp:events:`)", self.prefix),
+                format!("redis_prefix {:?} must be non-empty, without spaces, control characters or braces (e.g. `tidings` or `myapp-events`)", self.prefix),
             ));
         }
         Ok(describe(&info))
@@ -182,9 +185,13 @@ struct Store {
     instance: u64,
     appends: std::sync::atomic::AtomicU64,
     prefix: String,
+    /// What every key starts with: `{prefix}:`.
+    keys: String,
     max_events_per_topic: usize,
     max_age_ms: u64,
     start: Script,
+    /// What keeps the tail from reading the log, while something does (for `/readyz`).
+    tail_trouble: std::sync::Mutex<Option<String>>,
     append: Script,
     read: Script,
     topics: Script,
@@ -206,8 +213,9 @@ impl RedisEngine {
     /// # Errors
     /// [`ErrorKind::Config`] when the URL is not a Redis URL or the prefix is not usable
     /// (see [`RedisOptions::from_settings`]); [`ErrorKind::Engine`] when
-    /// the server cannot be reached, refuses the connection (e.g. a wrong password), is
-    /// older than 6.2 or runs in cluster mode.
+    /// the server cannot be reached, refuses the connection (e.g. a wrong password) or a
+    /// command the engine needs (an ACL), is a replica, is older than 6.2 or runs in
+    /// cluster mode.
     pub async fn connect(options: RedisOptions) -> Result<RedisEngine, Error> {
         let shown_url = options.check()?;
         let client = redis::Client::open(options.url.as_str()).map_err(|e| {
@@ -217,26 +225,39 @@ impl RedisEngine {
                 e,
             )
         })?;
-        let unreachable = |e: redis::RedisError| {
-            Error::with_source(
-                ErrorKind::Engine,
+        let refused = |e: redis::RedisError| {
+            let message = if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() {
                 format!(
-                    "cannot use Redis at {shown_url}; start it, or name another with --redis-url"
-                ),
-                e,
-            )
+                    "cannot reach Redis at {shown_url}; start it, or name another with --redis-url"
+                )
+            } else {
+                format!("Redis at {shown_url} refused the redis engine; its user must be allowed EVALSHA, EVAL, XREAD, INFO and the commands of the engine's scripts")
+            };
+            Error::with_source(ErrorKind::Engine, message, e)
         };
         let mut conn = ConnectionManager::new_with_config(client.clone(), manager_config())
             .await
-            .map_err(unreachable)?;
+            .map_err(refused)?;
         check_server(&mut conn, &shown_url).await?;
         let start = script(include_str!("start.lua"));
+        let keys = format!("{{{}}}:", options.prefix);
         let head: String = start
-            .arg(&options.prefix)
+            .arg(&keys)
             .invoke_async(&mut conn)
             .await
-            .map_err(unreachable)?;
+            .map_err(refused)?;
         let head = parse_id(&head)?;
+        // The tail's command, tried once now: a user that may not run it would otherwise
+        // start a hub that stores events and delivers none.
+        let _: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(format!("{keys}log"))
+            .arg(head.to_string())
+            .query_async(&mut conn)
+            .await
+            .map_err(refused)?;
         tracing::info!(url = %shown_url, prefix = %options.prefix, %head, "redis engine connected");
 
         let store = Arc::new(Store {
@@ -245,11 +266,13 @@ impl RedisEngine {
             instance: crate::hub::random_u64(),
             appends: std::sync::atomic::AtomicU64::new(0),
             prefix: options.prefix,
+            keys,
             max_events_per_topic: options.max_events_per_topic.max(1),
             max_age_ms: options
                 .max_age
                 .map_or(0, |a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
             start,
+            tail_trouble: std::sync::Mutex::new(None),
             append: script(include_str!("append.lua")),
             read: script(include_str!("read.lua")),
             topics: script(include_str!("topics.lua")),
@@ -280,17 +303,13 @@ fn script(body: &str) -> Script {
 
 /// Refuses a server the scripts cannot run on, with a message that says why.
 async fn check_server(conn: &mut ConnectionManager, shown_url: &str) -> Result<(), Error> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(conn)
-        .await
-        .map_err(|e| {
-            Error::with_source(
-                ErrorKind::Engine,
-                format!("Redis at {shown_url} did not answer INFO"),
-                e,
-            )
-        })?;
+    let info: String = redis::cmd("INFO").query_async(conn).await.map_err(|e| {
+        Error::with_source(
+            ErrorKind::Engine,
+            format!("Redis at {shown_url} did not answer INFO"),
+            e,
+        )
+    })?;
     let field = |name: &str| {
         info.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
@@ -319,6 +338,12 @@ async fn check_server(conn: &mut ConnectionManager, shown_url: &str) -> Result<(
         if policy.starts_with("allkeys-") {
             tracing::warn!(url = %shown_url, %policy, "Redis may evict any key when it is full, and an evicted stream is history lost without a gap event; set maxmemory-policy noeviction (then a full Redis refuses publishes with 503)");
         }
+    }
+    if field("role") == "slave" {
+        return Err(Error::new(
+            ErrorKind::Engine,
+            format!("Redis at {shown_url} is a replica (of {}:{}); point --redis-url at the primary: a replica refuses writes, or takes writes no other hub sees", field("master_host"), field("master_port")),
+        ));
     }
     if field("redis_mode") == "cluster" {
         return Err(Error::new(
@@ -374,7 +399,7 @@ impl Store {
     async fn append(&self, token: &str, events: &[NewEvent]) -> Result<Vec<String>, Error> {
         let mut invocation = self.append.prepare_invoke();
         invocation
-            .arg(&self.prefix)
+            .arg(&self.keys)
             .arg(token)
             .arg(self.max_events_per_topic)
             .arg(self.max_age_ms)
@@ -417,7 +442,7 @@ impl Store {
         }
         let mut invocation = self.read.prepare_invoke();
         invocation
-            .arg(&self.prefix)
+            .arg(&self.keys)
             .arg(after.to_string())
             .arg(limit + 1)
             .arg(self.max_events_per_topic)
@@ -471,7 +496,7 @@ impl Engine for RedisEngine {
         let store = &*self.store;
         let head: String = store
             .retried("tell the newest id", |mut conn| async move {
-                store.start.arg(&store.prefix).invoke_async(&mut conn).await
+                store.start.arg(&store.keys).invoke_async(&mut conn).await
             })
             .await?;
         parse_id(&head)
@@ -483,7 +508,7 @@ impl Engine for RedisEngine {
             .retried("list topics", |mut conn| async move {
                 store
                     .topics
-                    .arg(&store.prefix)
+                    .arg(&store.keys)
                     .arg(store.max_events_per_topic)
                     .arg(store.max_age_ms)
                     .invoke_async(&mut conn)
@@ -510,11 +535,33 @@ impl Engine for RedisEngine {
     }
 
     async fn ready(&self) -> Result<(), Error> {
-        self.store
-            .retried("answer PING", |mut conn| async move {
-                redis::cmd("PING").query_async::<()>(&mut conn).await
+        let store = &*self.store;
+        let replication: String = store
+            .retried("answer INFO", |mut conn| async move {
+                redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
             })
-            .await
+            .await?;
+        if replication.lines().any(|l| l.trim() == "role:slave") {
+            return Err(Error::new(
+                ErrorKind::Engine,
+                "Redis is a replica now; it refuses writes (point the hubs at the primary)",
+            ));
+        }
+        let trouble = store
+            .tail_trouble
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match trouble {
+            Some(why) => Err(Error::new(
+                ErrorKind::Engine,
+                format!("live events from Redis are not flowing: {why}"),
+            )),
+            None => Ok(()),
+        }
     }
 }
 

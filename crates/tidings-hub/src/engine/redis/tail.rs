@@ -13,7 +13,7 @@
 //! goes on from where it stopped, so no event is skipped across an outage.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::Value;
@@ -40,8 +40,8 @@ pub(super) async fn run(
     live: broadcast::Sender<LiveEvent>,
     mut last: EventId,
 ) {
-    let log = format!("{}log", store.prefix);
-    let mut trouble = Trouble::new(&store.shown_url);
+    let log = format!("{}log", store.keys);
+    let mut trouble = Trouble::new(&store);
     loop {
         let connected =
             ConnectionManager::new_with_config(client.clone(), super::manager_config()).await;
@@ -69,7 +69,7 @@ pub(super) async fn run(
                 Ok(reply) => pass_on(reply, &live, &mut last).await,
                 Err(e) => {
                     trouble
-                        .wait("lost Redis while tailing its log; retrying", &e)
+                        .wait("cannot read the Redis log; retrying", &e)
                         .await;
                     break;
                 }
@@ -86,39 +86,73 @@ pub(super) async fn run(
     }
 }
 
-/// A run of failures: logged once when it starts and once when it ends, with a pause
-/// growing from 100 ms to [`MAX_BACKOFF`] between attempts.
+/// A run of failures, with a pause growing from 100 ms to [`MAX_BACKOFF`] between
+/// attempts. A single failure is routine (Redis closed an idle connection, a restart; the
+/// next attempt reconnects); from the second in a row it is logged, again every minute
+/// while it lasts, and when it ends, and meanwhile the engine is not ready (`/readyz` says
+/// why).
 struct Trouble<'a> {
-    url: &'a str,
-    failing: bool,
+    store: &'a Store,
+    failures: u32,
+    since: Instant,
+    logged: Instant,
     pause: Duration,
 }
 
 impl<'a> Trouble<'a> {
     const FIRST_PAUSE: Duration = Duration::from_millis(100);
+    const LOG_EVERY: Duration = Duration::from_secs(60);
 
-    fn new(url: &'a str) -> Trouble<'a> {
+    fn new(store: &'a Store) -> Trouble<'a> {
         Trouble {
-            url,
-            failing: false,
+            store,
+            failures: 0,
+            since: Instant::now(),
+            logged: Instant::now(),
             pause: Trouble::FIRST_PAUSE,
         }
     }
 
     async fn wait(&mut self, what: &str, error: impl std::fmt::Display) {
-        if !self.failing {
-            tracing::error!(url = %self.url, %error, "{what}");
-            self.failing = true;
+        let url = &self.store.shown_url;
+        self.failures += 1;
+        match self.failures {
+            1 => {
+                tracing::debug!(%url, %error, "{what}");
+                self.since = Instant::now();
+            }
+            2 => {
+                tracing::error!(%url, %error, "{what}");
+                self.logged = Instant::now();
+            }
+            _ if self.logged.elapsed() >= Trouble::LOG_EVERY => {
+                let for_s = self.since.elapsed().as_secs();
+                tracing::error!(%url, %error, for_s, "{what} (still)");
+                self.logged = Instant::now();
+            }
+            _ => {}
+        }
+        if self.failures >= 2 {
+            *self
+                .store
+                .tail_trouble
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(format!("{what}: {error}"));
         }
         tokio::time::sleep(self.pause).await;
         self.pause = (self.pause * 2).min(MAX_BACKOFF);
     }
 
     fn over(&mut self) {
-        if self.failing {
-            tracing::info!(url = %self.url, "Redis answers again; live events flow");
-            self.failing = false;
+        if self.failures >= 2 {
+            tracing::info!(url = %self.store.shown_url, "the tail reads the Redis log again; live events flow");
+            *self
+                .store
+                .tail_trouble
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
         }
+        self.failures = 0;
         self.pause = Trouble::FIRST_PAUSE;
     }
 }

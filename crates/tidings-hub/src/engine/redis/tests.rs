@@ -17,7 +17,17 @@ use crate::engine::test_support::{
 /// A prefix no other test in this process uses, so tests can share a server.
 fn fresh_prefix() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("test{}:", NEXT.fetch_add(1, Ordering::Relaxed))
+    format!("test{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn engine_at(url: &str, prefix: &str) -> Result<RedisEngine, Error> {
+    RedisEngine::connect(RedisOptions {
+        url: url.to_owned(),
+        prefix: prefix.to_owned(),
+        max_events_per_topic: 10,
+        max_age: None,
+    })
+    .await
 }
 
 async fn engine(server: &RedisServer, prefix: &str, max_events: usize) -> RedisEngine {
@@ -143,7 +153,7 @@ async fn a_tail_announces_a_hole_in_the_log_and_the_topics_still_hold_it() {
     }
     // The log loses its first two entries, as if trimmed before a tail read them.
     let mut conn = raw(&server).await;
-    let log = format!("{prefix}log");
+    let log = format!("{{{prefix}}}:log");
     let _: u64 = redis::cmd("XDEL")
         .arg(&log)
         .arg(ids[0].to_string())
@@ -382,7 +392,7 @@ async fn a_batch_that_cannot_be_stored_whole_is_not_stored_at_all() {
     let head = engine.head().await.expect("head");
     let mut conn = raw(&server).await;
     let () = redis::cmd("SET")
-        .arg(format!("{prefix}topic:taken"))
+        .arg(format!("{{{prefix}}}:topic:taken"))
         .arg("not a stream")
         .query_async(&mut conn)
         .await
@@ -412,6 +422,132 @@ async fn a_batch_that_cannot_be_stored_whole_is_not_stored_at_all() {
     );
     assert_eq!(engine.head().await.expect("head"), head);
     assert!(engine.topics().await.expect("topics").is_empty());
+}
+
+async fn command(server: &RedisServer, args: &[&str]) -> Value {
+    let mut conn = raw(server).await;
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query_async(&mut conn).await.expect("raw command")
+}
+
+#[tokio::test]
+async fn a_replica_or_a_user_that_may_not_tail_is_refused_at_start() {
+    let (Some(primary), Some(replica)) = (
+        RedisServer::start("redis engine replica"),
+        RedisServer::start("redis engine replica"),
+    ) else {
+        return;
+    };
+    let port = primary.port().to_string();
+    command(&replica, &["REPLICAOF", "127.0.0.1", &port]).await;
+    let err = engine_at(&replica.url(), &fresh_prefix())
+        .await
+        .expect_err("a replica");
+    assert!(err.to_string().contains("is a replica"), "{err}");
+
+    command(
+        &primary,
+        &[
+            "ACL", "SETUSER", "notail", "on", ">pw", "~*", "&*", "+@all", "-xread",
+        ],
+    )
+    .await;
+    let url = format!("redis://notail:pw@127.0.0.1:{port}/");
+    let err = engine_at(&url, &fresh_prefix())
+        .await
+        .expect_err("no XREAD");
+    let message = err.to_string();
+    assert!(
+        message.contains("refused the redis engine") && message.contains("XREAD"),
+        "{message}"
+    );
+    assert!(!message.contains("pw@"), "{message}");
+}
+
+#[tokio::test]
+async fn readiness_follows_the_role_and_the_tail() {
+    let Some(server) = RedisServer::start("redis engine readiness") else {
+        return;
+    };
+    let engine = engine(&server, &fresh_prefix(), 10).await;
+    engine.ready().await.expect("ready");
+
+    // Made a replica at run time (of a server that does not answer): writes are refused.
+    command(&server, &["REPLICAOF", "127.0.0.1", "1"]).await;
+    let err = engine.ready().await.expect_err("a replica now");
+    assert!(err.to_string().contains("replica"), "{err}");
+    command(&server, &["REPLICAOF", "NO", "ONE"]).await;
+    engine.ready().await.expect("a primary again");
+
+    // The tail may not read the log any more: not ready, and says why.
+    command(&server, &["ACL", "SETUSER", "default", "-xread"]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match engine.ready().await {
+            Err(err) => break err,
+            Ok(()) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still ready after 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(
+        err.to_string()
+            .contains("live events from Redis are not flowing"),
+        "{err}"
+    );
+    command(&server, &["ACL", "SETUSER", "default", "+xread"]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while engine.ready().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_prefix_that_starts_with_another_shares_nothing_with_it() {
+    let Some(server) = RedisServer::start("redis engine nested prefixes") else {
+        return;
+    };
+    let base = fresh_prefix();
+    let outer = engine(&server, &base, 10).await;
+    let inner = engine(&server, &format!("{base}:topic"), 10).await;
+    let mut inner_live = inner.subscribe_live();
+    // Topics named like the other family's keys.
+    for topic in ["log", "id", "origin", "last"] {
+        outer
+            .append(vec![new_event(&[topic], topic)])
+            .await
+            .expect("append");
+    }
+    inner
+        .append(vec![new_event(&["q"], "inner")])
+        .await
+        .expect("append");
+    assert_eq!(
+        next_live(&mut inner_live).await.data,
+        "inner",
+        "none of the outer family's"
+    );
+    let inner_read = inner
+        .read_after(&TopicFilter::all(), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert_eq!(data(&inner_read), ["inner"]);
+    let outer_read = outer
+        .read_after(&TopicFilter::all(), EventId::ZERO, 10)
+        .await
+        .expect("read");
+    assert_eq!(data(&outer_read), ["log", "id", "origin", "last"]);
 }
 
 #[tokio::test]
