@@ -41,6 +41,14 @@ async fn engine(server: &RedisServer, prefix: &str, max_events: usize) -> RedisE
     .expect("connect")
 }
 
+/// Everything stored for the topics and patterns `entries`, from the start.
+async fn read_all(engine: &RedisEngine, entries: &[&str]) -> ReadBatch {
+    engine
+        .read_after(&filter(entries), EventId::ZERO, 10)
+        .await
+        .expect("read")
+}
+
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(server.url())
         .expect("url")
@@ -77,10 +85,7 @@ async fn fields_survive_the_round_trip() {
     event.event_type = Some("update".into());
     event.retry = Some(Duration::from_millis(2500));
     let stored = engine.append(vec![event.clone()]).await.expect("append");
-    let read = engine
-        .read_after(&filter(&["b/*"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
+    let read = read_all(&engine, &["b/*"]).await;
     let got = &read.events[0];
     assert_eq!(got.id, stored[0].id);
     assert_eq!(got.topics, event.topics);
@@ -117,19 +122,13 @@ async fn hubs_on_one_redis_share_ids_history_and_live_events() {
         assert_eq!(next_live(live).await.data, "from a");
         assert_eq!(next_live(live).await.data, "from b");
     }
-    let read = b
-        .read_after(&filter(&["t"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
+    let read = read_all(&b, &["t"]).await;
     assert_eq!(data(&read), ["from a", "from b"]);
     assert_eq!(a.head().await.expect("head"), second[0].id);
 
     // Another prefix is another hub family: it sees none of it.
     let other = engine(&server, &fresh_prefix(), 10).await;
-    let read = other
-        .read_after(&filter(&["*"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
+    let read = read_all(&other, &["*"]).await;
     assert!(read.events.is_empty());
 }
 
@@ -289,10 +288,7 @@ async fn age_limit_trims_quiet_topics_on_read() {
         .await
         .expect("append");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let read = engine
-        .read_after(&filter(&["q"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
+    let read = read_all(&engine, &["q"]).await;
     assert!(read.events.is_empty(), "expired");
     assert_eq!(read.complete_after, stored[0].id, "and reported as trimmed");
     let topics = engine.topics().await.expect("topics");
@@ -337,10 +333,7 @@ async fn a_dropped_connection_costs_no_request() {
             }
         }
     }
-    let read = engine
-        .read_after(&filter(&["a"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
+    let read = read_all(&engine, &["a"]).await;
     assert_eq!(
         data(&read),
         ["1", "2"],
@@ -375,10 +368,7 @@ async fn an_append_run_twice_with_one_token_stores_once() {
         .await
         .expect("append");
     assert_ne!(first, other);
-    let read = engine
-        .read_after(&filter(&["a"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
+    let read = read_all(&engine, &["a"]).await;
     assert_eq!(data(&read), ["1", "2", "1", "2"]);
 }
 
@@ -412,10 +402,7 @@ async fn a_batch_that_cannot_be_stored_whole_is_not_stored_at_all() {
         !message.contains("127.0.0.1"),
         "errors reach HTTP clients: no server address: {message}"
     );
-    let read = engine
-        .read_after(&filter(&["*"]), EventId::ZERO, 10)
-        .await
-        .expect("read");
+    let read = read_all(&engine, &["*"]).await;
     assert!(
         read.events.is_empty(),
         "the first event was not stored either"
