@@ -268,3 +268,65 @@ async fn presence_sessions_of_different_hubs_differ() {
         "each hub's first session, told apart"
     );
 }
+
+/// Redis comes back with older data (a snapshot, or `appendfsync everysec` losing its last
+/// second): events the hub had acknowledged and delivered are gone from Redis. Open
+/// streams, which got them, go on; a client resuming from before them gets a gap event,
+/// not silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_back_with_older_data_is_a_gap_for_resumes_from_before() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(mut server) =
+        RedisServer::start_with_snapshots("redis back with older data", dir.path())
+    else {
+        return;
+    };
+    let a = hub(&server).await;
+    let mut stream = a.stream("/events?topic=t").await;
+    let kept = a.publish("t", "kept").await;
+    assert_eq!(stream.expect_event().await.id, kept);
+    let mut conn = redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection");
+    let () = redis::cmd("SAVE")
+        .query_async(&mut conn)
+        .await
+        .expect("save");
+    let lost = a.publish("t", "lost").await;
+    assert_eq!(stream.expect_event().await.id, lost);
+
+    server.stop();
+    server.start_again();
+    let deadline = Instant::now() + PATIENCE;
+    let next = loop {
+        let reply = a
+            .publish_json(&json!({ "topic": "t", "data": "next" }))
+            .await;
+        if reply.status == StatusCode::OK {
+            break reply.json()["id"].as_str().expect("id").to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishing did not recover: {}",
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let got = stream.expect_event().await;
+    assert_eq!(
+        got.id, next,
+        "the open stream goes on: it had the lost event"
+    );
+
+    let mut resumed = a
+        .stream_with("/events?topic=t", &[("last-event-id", &kept)])
+        .await;
+    let gap = resumed.expect_event().await;
+    assert_eq!(
+        gap.event, "tidings.gap",
+        "the lost event is reported: {gap:?}"
+    );
+    assert_eq!(resumed.expect_event().await.id, next);
+}

@@ -190,6 +190,7 @@ struct Store {
     max_events_per_topic: usize,
     max_age_ms: u64,
     start: Script,
+    lost: Script,
     /// What keeps the tail from reading the log, while something does (for `/readyz`).
     tail_trouble: std::sync::Mutex<Option<String>>,
     append: Script,
@@ -273,6 +274,7 @@ impl RedisEngine {
                 .map_or(0, |a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
             start,
             tail_trouble: std::sync::Mutex::new(None),
+            lost: script(include_str!("lost.lua")),
             append: script(include_str!("append.lua")),
             read: script(include_str!("read.lua")),
             topics: script(include_str!("topics.lua")),
@@ -383,6 +385,19 @@ impl Store {
             other => other,
         };
         result.map_err(|e| self.engine_error(what, e))
+    }
+
+    /// Records that the events up to `through` were lost from Redis: reads report
+    /// everything at or before it as possibly trimmed (the origin is raised to it).
+    async fn record_lost(&self, through: EventId) -> Result<(), Error> {
+        self.retried("record lost events", |mut conn| async move {
+            self.lost
+                .arg(&self.keys)
+                .arg(through.to_string())
+                .invoke_async::<()>(&mut conn)
+                .await
+        })
+        .await
     }
 
     /// A token no other append of any hub has: this engine's random instance number and

@@ -66,7 +66,7 @@ pub(super) async fn run(
                 .query_async(&mut conn)
                 .await;
             let outcome = match reply {
-                Ok(reply) => pass_on(reply, &live, &mut last).await,
+                Ok(reply) => pass_on(reply, &store, &live, &mut last).await,
                 Err(e) => {
                     trouble
                         .wait("cannot read the Redis log; retrying", &e)
@@ -159,8 +159,15 @@ impl<'a> Trouble<'a> {
 
 /// Sends the entries of one `XREAD` answer to the live feed, with
 /// [`LiveEvent::Skipped`] before an entry whose predecessor the tail never passed on.
+///
+/// An entry whose predecessor is *older* than what the tail passed on means Redis came
+/// back with older data (a snapshot, or `appendfsync everysec` losing its last second):
+/// the events in between are gone from Redis, though this hub delivered them. The tail
+/// records that (`Store::record_lost`), so that a client resuming from before them gets a
+/// gap event instead of silently missing them.
 pub(super) async fn pass_on(
     reply: Value,
+    store: &Store,
     live: &broadcast::Sender<LiveEvent>,
     last: &mut EventId,
 ) -> Result<(), crate::Error> {
@@ -179,7 +186,12 @@ pub(super) async fn pass_on(
             };
             // No receiver (no fan-out running) is not an error: the events are stored.
             if prev != Some(*last) {
-                tracing::warn!(after = %last, next = %event.id, "the Redis log lost entries before this hub read them; the fan-out reads them from the topics");
+                if prev.is_none_or(|prev| prev < *last) {
+                    tracing::error!(delivered_through = %last, next = %event.id, "Redis lost events this hub had delivered (it came back with older data); resumes from before them get a gap event");
+                    store.record_lost(*last).await?;
+                } else {
+                    tracing::warn!(after = %last, next = %event.id, "the Redis log lost entries before this hub read them; the fan-out reads them from the topics");
+                }
                 let _ = live.send(LiveEvent::Skipped);
             }
             *last = event.id;

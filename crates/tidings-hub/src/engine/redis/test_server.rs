@@ -44,6 +44,13 @@ impl RedisServer {
         )
     }
 
+    /// As [`RedisServer::start`], keeping what `SAVE` writes (a snapshot) in `dir`, and
+    /// loading it when started again: Redis back with older data.
+    pub fn start_with_snapshots(what: &str, dir: &std::path::Path) -> Option<RedisServer> {
+        let dir = dir.to_string_lossy().into_owned();
+        RedisServer::start_with(what, &["--appendonly", "no", "--dir", &dir])
+    }
+
     fn start_with(what: &str, persistence: &[&str]) -> Option<RedisServer> {
         let installed = Command::new("redis-server")
             .arg("--version")

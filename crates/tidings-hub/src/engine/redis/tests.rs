@@ -170,7 +170,7 @@ async fn a_tail_announces_a_hole_in_the_log_and_the_topics_still_hold_it() {
 
     let (live, mut receiver) = broadcast::channel(16);
     let mut last = start;
-    tail::pass_on(reply, &live, &mut last)
+    tail::pass_on(reply, &engine.store, &live, &mut last)
         .await
         .expect("pass on");
     let got: Vec<Option<EventId>> =
