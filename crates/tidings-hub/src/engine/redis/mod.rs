@@ -227,7 +227,9 @@ impl RedisEngine {
             )
         })?;
         let refused = |e: redis::RedisError| {
-            let message = if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() {
+            let message = if e.to_string().contains("DB index is out of range") {
+                format!("Redis at {shown_url} has no such database; use a lower number in --redis-url (Redis has 16, 0-15, unless its `databases` setting says otherwise)")
+            } else if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() {
                 format!(
                     "cannot reach Redis at {shown_url}; start it, or name another with --redis-url"
                 )
@@ -279,6 +281,13 @@ impl RedisEngine {
             read: script(include_str!("read.lua")),
             topics: script(include_str!("topics.lua")),
         });
+        store.probe().await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Engine,
+                format!("Redis at {} refused a command the redis engine needs; its user must be allowed EVALSHA, EVAL, INFO, XREAD and, in scripts, GET, SET, TYPE, XADD, XLEN, XRANGE, XREVRANGE, XTRIM, HGET, HSET, HGETALL, HKEYS and HINCRBY", store.shown_url),
+                e,
+            )
+        })?;
         let (live, _) = broadcast::channel(LIVE_FEED_CAPACITY);
         let tail = tokio::spawn(tail::run(client, Arc::clone(&store), live.clone(), head));
         Ok(RedisEngine { store, live, tail })
@@ -385,6 +394,98 @@ impl Store {
             other => other,
         };
         result.map_err(|e| self.engine_error(what, e))
+    }
+
+    /// The same store under keys of its own (`{prefix}:probe:`), keeping two events per
+    /// topic for 1 ms: for [`Store::probe`].
+    fn for_probe(&self) -> Store {
+        Store {
+            conn: self.conn.clone(),
+            shown_url: self.shown_url.clone(),
+            instance: self.instance,
+            appends: std::sync::atomic::AtomicU64::new(0),
+            prefix: self.prefix.clone(),
+            keys: format!("{}probe:", self.keys),
+            max_events_per_topic: 2,
+            max_age_ms: 1,
+            start: self.start.clone(),
+            lost: self.lost.clone(),
+            tail_trouble: std::sync::Mutex::new(None),
+            append: self.append.clone(),
+            read: self.read.clone(),
+            topics: self.topics.clone(),
+        }
+    }
+
+    /// Runs every command of the scripts once, on keys of their own that are removed
+    /// after: a Redis user not allowed one of them (an ACL) would otherwise get a hub
+    /// that starts, says it is ready, and fails its first publish, or the first that
+    /// trims.
+    async fn probe(&self) -> Result<(), Error> {
+        let probe = self.for_probe();
+        let event = NewEvent {
+            topics: vec![Topic::new("probe")?],
+            event_type: None,
+            data: String::new(),
+            retry: None,
+        };
+        let mut outcome = Ok(());
+        for _ in 0..3 {
+            // The third trims the first by count, then the second (3 ms old) by age.
+            let token = probe.append_token();
+            outcome = outcome.and(
+                probe
+                    .append(&token, std::slice::from_ref(&event))
+                    .await
+                    .map(drop),
+            );
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let outcome = outcome
+            .and(
+                probe
+                    .read_after(&TopicFilter::all(), EventId::ZERO, 10)
+                    .await
+                    .map(drop),
+            )
+            .and(probe.record_lost(EventId::new(1, 0)).await)
+            .and(
+                probe
+                    .retried("list topics", |mut conn| {
+                        let probe = &probe;
+                        async move {
+                            probe
+                                .topics
+                                .arg(&probe.keys)
+                                .arg(1)
+                                .arg(1)
+                                .invoke_async::<Value>(&mut conn)
+                                .await
+                        }
+                    })
+                    .await
+                    .map(drop),
+            );
+        let keys = probe.keys.clone();
+        let mut unlink = redis::cmd("UNLINK");
+        for name in [
+            "id",
+            "origin",
+            "log",
+            "topic:probe",
+            "last",
+            "published",
+            "trimmed",
+        ] {
+            unlink.arg(format!("{keys}{name}"));
+        }
+        for n in 0..3 {
+            unlink.arg(format!("{keys}append:{:016x}-{n}", probe.instance));
+        }
+        // Best effort: a user without UNLINK leaves a few hundred bytes behind.
+        let mut conn = self.conn.clone();
+        let _: Result<(), _> = unlink.query_async(&mut conn).await;
+        outcome
     }
 
     /// Records that the events up to `through` were lost from Redis: reads report

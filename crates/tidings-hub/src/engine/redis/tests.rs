@@ -455,6 +455,58 @@ async fn a_replica_or_a_user_that_may_not_tail_is_refused_at_start() {
 }
 
 #[tokio::test]
+async fn a_user_not_allowed_a_command_of_the_scripts_is_refused_at_start() {
+    let Some(server) = RedisServer::start("redis engine acl") else {
+        return;
+    };
+    let port = server.port();
+    for command_name in [
+        "xadd",
+        "hset",
+        "xrange",
+        "xtrim",
+        "hget",
+        "xrevrange",
+        "hkeys",
+    ] {
+        let user = format!("no{command_name}");
+        let denied = format!("-{command_name}");
+        command(
+            &server,
+            &[
+                "ACL", "SETUSER", &user, "on", ">pw", "~*", "&*", "+@all", &denied,
+            ],
+        )
+        .await;
+        let url = format!("redis://{user}:pw@127.0.0.1:{port}/");
+        let err = engine_at(&url, &fresh_prefix())
+            .await
+            .expect_err(command_name);
+        let message = err.to_string();
+        assert!(
+            message.contains("refused a command the redis engine needs")
+                && message.contains(&command_name.to_uppercase()),
+            "{command_name}: {message}"
+        );
+    }
+    let err = engine_at(&format!("redis://127.0.0.1:{port}/99"), &fresh_prefix())
+        .await
+        .expect_err("database 99");
+    assert!(err.to_string().contains("has no such database"), "{err}");
+
+    // The probe leaves nothing behind.
+    let prefix = fresh_prefix();
+    let _engine = engine(&server, &prefix, 10).await;
+    let mut conn = raw(&server).await;
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{prefix}}}:probe:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
 async fn readiness_follows_the_role_and_the_tail() {
     let Some(server) = RedisServer::start("redis engine readiness") else {
         return;
