@@ -45,6 +45,7 @@
 //! cluster mode (the scripts touch keys of many slots), with `maxmemory-policy
 //! noeviction` (an evicted key is history lost without a trace).
 
+mod checks;
 mod reply;
 mod tail;
 
@@ -62,6 +63,7 @@ use tidings::EventId;
 use super::{Engine, LiveEvent, NewEvent, ReadBatch, StoredEvent, TopicInfo};
 use crate::error::{Error, ErrorKind};
 use crate::topics::{Topic, TopicFilter, TopicPattern};
+use checks::{check_server, describe};
 use reply::{malformed, merge_topics, parse_id, stored_topic};
 
 /// The Redis server the engine connects to when none is named.
@@ -312,59 +314,6 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{COMMON}\n{body}"))
 }
 
-/// Refuses a server the scripts cannot run on, with a message that says why.
-async fn check_server(conn: &mut ConnectionManager, shown_url: &str) -> Result<(), Error> {
-    let info: String = redis::cmd("INFO").query_async(conn).await.map_err(|e| {
-        Error::with_source(
-            ErrorKind::Engine,
-            format!("Redis at {shown_url} did not answer INFO"),
-            e,
-        )
-    })?;
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(str::trim)
-            .unwrap_or("")
-            .to_owned()
-    };
-    let version = field("redis_version");
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) < (6, 2) {
-        return Err(Error::new(
-            ErrorKind::Engine,
-            format!(
-                "Redis at {shown_url} is version {version:?}; the redis engine needs 6.2 or later"
-            ),
-        ));
-    }
-    let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(conn)
-        .await;
-    // CONFIG may be renamed away (managed Redis); then nothing can be said.
-    if let Some(policy) = policy.ok().and_then(|p| p.into_iter().nth(1)) {
-        if policy.starts_with("allkeys-") {
-            tracing::warn!(url = %shown_url, %policy, "Redis may evict any key when it is full, and an evicted stream is history lost without a gap event; set maxmemory-policy noeviction (then a full Redis refuses publishes with 503)");
-        }
-    }
-    if field("role") == "slave" {
-        return Err(Error::new(
-            ErrorKind::Engine,
-            format!("Redis at {shown_url} is a replica (of {}:{}); point --redis-url at the primary: a replica refuses writes, or takes writes no other hub sees", field("master_host"), field("master_port")),
-        ));
-    }
-    if field("redis_mode") == "cluster" {
-        return Err(Error::new(
-            ErrorKind::Engine,
-            format!("Redis at {shown_url} runs in cluster mode; the redis engine needs a single server (with replicas if you like)"),
-        ));
-    }
-    Ok(())
-}
-
 impl Store {
     /// An engine error that says what failed, without naming the server (the message
     /// reaches HTTP clients; logs name it).
@@ -394,98 +343,6 @@ impl Store {
             other => other,
         };
         result.map_err(|e| self.engine_error(what, e))
-    }
-
-    /// The same store under keys of its own (`{prefix}:probe:`), keeping two events per
-    /// topic for 1 ms: for [`Store::probe`].
-    fn for_probe(&self) -> Store {
-        Store {
-            conn: self.conn.clone(),
-            shown_url: self.shown_url.clone(),
-            instance: self.instance,
-            appends: std::sync::atomic::AtomicU64::new(0),
-            prefix: self.prefix.clone(),
-            keys: format!("{}probe:", self.keys),
-            max_events_per_topic: 2,
-            max_age_ms: 1,
-            start: self.start.clone(),
-            lost: self.lost.clone(),
-            tail_trouble: std::sync::Mutex::new(None),
-            append: self.append.clone(),
-            read: self.read.clone(),
-            topics: self.topics.clone(),
-        }
-    }
-
-    /// Runs every command of the scripts once, on keys of their own that are removed
-    /// after: a Redis user not allowed one of them (an ACL) would otherwise get a hub
-    /// that starts, says it is ready, and fails its first publish, or the first that
-    /// trims.
-    async fn probe(&self) -> Result<(), Error> {
-        let probe = self.for_probe();
-        let event = NewEvent {
-            topics: vec![Topic::new("probe")?],
-            event_type: None,
-            data: String::new(),
-            retry: None,
-        };
-        let mut outcome = Ok(());
-        for _ in 0..3 {
-            // The third trims the first by count, then the second (3 ms old) by age.
-            let token = probe.append_token();
-            outcome = outcome.and(
-                probe
-                    .append(&token, std::slice::from_ref(&event))
-                    .await
-                    .map(drop),
-            );
-            tokio::time::sleep(Duration::from_millis(3)).await;
-        }
-        let outcome = outcome
-            .and(
-                probe
-                    .read_after(&TopicFilter::all(), EventId::ZERO, 10)
-                    .await
-                    .map(drop),
-            )
-            .and(probe.record_lost(EventId::new(1, 0)).await)
-            .and(
-                probe
-                    .retried("list topics", |mut conn| {
-                        let probe = &probe;
-                        async move {
-                            probe
-                                .topics
-                                .arg(&probe.keys)
-                                .arg(1)
-                                .arg(1)
-                                .invoke_async::<Value>(&mut conn)
-                                .await
-                        }
-                    })
-                    .await
-                    .map(drop),
-            );
-        let keys = probe.keys.clone();
-        let mut unlink = redis::cmd("UNLINK");
-        for name in [
-            "id",
-            "origin",
-            "log",
-            "topic:probe",
-            "last",
-            "published",
-            "trimmed",
-        ] {
-            unlink.arg(format!("{keys}{name}"));
-        }
-        for n in 0..3 {
-            unlink.arg(format!("{keys}append:{:016x}-{n}", probe.instance));
-        }
-        // Best effort: a user without UNLINK leaves a few hundred bytes behind.
-        let mut conn = self.conn.clone();
-        let _: Result<(), _> = unlink.query_async(&mut conn).await;
-        outcome
     }
 
     /// Records that the events up to `through` were lost from Redis: reads report
@@ -678,18 +535,6 @@ impl Engine for RedisEngine {
             )),
             None => Ok(()),
         }
-    }
-}
-
-/// The server a connection info names, as it may be shown in logs and errors: scheme,
-/// host and port (or socket path) and database, never a user name, password or query.
-fn describe(info: &redis::ConnectionInfo) -> String {
-    let db = info.redis_settings().db();
-    match info.addr() {
-        redis::ConnectionAddr::Tcp(host, port) => format!("redis://{host}:{port}/{db}"),
-        redis::ConnectionAddr::TcpTls { host, port, .. } => format!("rediss://{host}:{port}/{db}"),
-        redis::ConnectionAddr::Unix(path) => format!("redis+unix://{}?db={db}", path.display()),
-        _ => format!("Redis database {db}"),
     }
 }
 
