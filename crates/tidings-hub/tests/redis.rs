@@ -37,6 +37,26 @@ async fn hub(server: &RedisServer) -> TestHub {
     hub_with(redis_settings(server)).await
 }
 
+/// Publishes `data` to `topic`, trying again every 100 ms while the hub answers 503 (its
+/// Redis is coming back), and returns the id.
+async fn publish_once_redis_is_back(hub: &TestHub, topic: &str, data: &str) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reply = hub
+            .publish_json(&json!({ "topic": topic, "data": data }))
+            .await;
+        if reply.status == StatusCode::OK {
+            return reply.json()["id"].as_str().expect("id").to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishing did not recover: {}",
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn hub_with(settings: Settings) -> TestHub {
     let options = RedisOptions::from_settings(&settings).expect("valid settings");
     let engine = RedisEngine::connect(options).await.expect("redis engine");
@@ -130,21 +150,7 @@ async fn without_redis_publishing_is_503_and_delivery_goes_on_when_it_is_back() 
     // Back, with its data (it keeps an append-only file). Publishing works again once the
     // connection is re-made, and b's subscriber gets the event without reconnecting.
     server.start_again();
-    let deadline = Instant::now() + PATIENCE;
-    let after = loop {
-        let reply = a
-            .publish_json(&json!({ "topic": "news", "data": "after" }))
-            .await;
-        if reply.status == StatusCode::OK {
-            break reply.json()["id"].as_str().expect("id").to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "publishing did not recover: {}",
-            reply.text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let after = publish_once_redis_is_back(&a, "news", "after").await;
     let got = on_b.expect_event().await;
     assert_eq!((got.id, got.data.as_str()), (after, "after"));
 }
@@ -299,21 +305,7 @@ async fn redis_back_with_older_data_is_a_gap_for_resumes_from_before() {
 
     server.stop();
     server.start_again();
-    let deadline = Instant::now() + PATIENCE;
-    let next = loop {
-        let reply = a
-            .publish_json(&json!({ "topic": "t", "data": "next" }))
-            .await;
-        if reply.status == StatusCode::OK {
-            break reply.json()["id"].as_str().expect("id").to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "publishing did not recover: {}",
-            reply.text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let next = publish_once_redis_is_back(&a, "t", "next").await;
     let got = stream.expect_event().await;
     assert_eq!(
         got.id, next,
