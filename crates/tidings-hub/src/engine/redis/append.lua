@@ -27,7 +27,7 @@ local first = 6
 local wrong = wrong_type(p .. 'id', 'string') or wrong_type(p .. 'origin', 'string')
   or wrong_type(p .. 'log', 'stream') or wrong_type(p .. 'last', 'hash')
   or wrong_type(p .. 'published', 'hash') or wrong_type(p .. 'trimmed', 'hash')
-  or wrong_type(done_key, 'string')
+  or wrong_type(p .. 'names', 'zset') or wrong_type(done_key, 'string')
 for i = first, #ARGV, 4 do
   for topic in string.gmatch(ARGV[i], '[^\n]+') do
     wrong = wrong or wrong_type(p .. 'topic:' .. topic, 'stream')
@@ -71,7 +71,10 @@ for i = first, #ARGV, 4 do
   for topic in string.gmatch(topics, '[^\n]+') do
     redis.call('XADD', p .. 'topic:' .. topic, id, unpack(fields))
     redis.call('HINCRBY', p .. 'published', topic, 1)
-    redis.call('HSET', p .. 'last', topic, id)
+    if redis.call('HSET', p .. 'last', topic, id) == 1 then
+      -- A new topic: into the sorted list patterns seek in.
+      redis.call('ZADD', p .. 'names', 0, topic)
+    end
     trim(p, topic, max, cutoff)
   end
   prev = id

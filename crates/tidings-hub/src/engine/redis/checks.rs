@@ -99,7 +99,7 @@ impl Store {
     pub(super) async fn probe(&self) -> Result<(), Error> {
         let probe = self.for_probe();
         let event = NewEvent {
-            topics: vec![Topic::new("probe")?],
+            topics: vec![Topic::new("probe/x")?],
             event_type: None,
             data: String::new(),
             retry: None,
@@ -120,6 +120,12 @@ impl Store {
             .and(
                 probe
                     .read_after(&TopicFilter::all(), EventId::ZERO, 10)
+                    .await
+                    .map(drop),
+            )
+            .and(
+                probe
+                    .read_after(&TopicFilter::parse(["probe/*"])?, EventId::ZERO, 10)
                     .await
                     .map(drop),
             )
@@ -147,7 +153,8 @@ impl Store {
             "id",
             "origin",
             "log",
-            "topic:probe",
+            "topic:probe/x",
+            "names",
             "last",
             "published",
             "trimmed",

@@ -286,7 +286,7 @@ impl RedisEngine {
         store.probe().await.map_err(|e| {
             Error::with_source(
                 ErrorKind::Engine,
-                format!("Redis at {} refused a command the redis engine needs; its user must be allowed EVALSHA, EVAL, INFO, XREAD and, in scripts, GET, SET, TYPE, XADD, XLEN, XRANGE, XREVRANGE, XTRIM, HGET, HSET, HGETALL, HKEYS and HINCRBY", store.shown_url),
+                format!("Redis at {} refused a command the redis engine needs; its user must be allowed EVALSHA, EVAL, INFO, XREAD and, in scripts, GET, SET, TYPE, XADD, XLEN, XRANGE, XREVRANGE, XTRIM, HGET, HSET, HGETALL, HINCRBY, ZADD, ZRANGE and ZRANGEBYLEX", store.shown_url),
                 e,
             )
         })?;

@@ -9,7 +9,7 @@ local max = tonumber(ARGV[4])
 local now = now_ms()
 local cutoff = age_cutoff(now, tonumber(ARGV[5]))
 
-local topics, seen, known = {}, {}, nil
+local topics, seen = {}, {}
 for i = 6, #ARGV do
   local kind, name = string.sub(ARGV[i], 1, 1), string.sub(ARGV[i], 2)
   if kind == '=' then
@@ -18,9 +18,16 @@ for i = 6, #ARGV do
       topics[#topics + 1] = name
     end
   else
-    known = known or redis.call('HKEYS', p .. 'last')
-    for _, topic in ipairs(known) do
-      if not seen[topic] and string.sub(topic, 1, #name) == name then
+    -- The topics under the prefix: a seek in the sorted names, not a look at every
+    -- topic (no UTF-8 text contains the byte 0xFF, so it bounds the range).
+    local matching
+    if name == '' then
+      matching = redis.call('ZRANGE', p .. 'names', 0, -1)
+    else
+      matching = redis.call('ZRANGEBYLEX', p .. 'names', '[' .. name, '(' .. name .. '\255')
+    end
+    for _, topic in ipairs(matching) do
+      if not seen[topic] then
         seen[topic] = true
         topics[#topics + 1] = topic
       end

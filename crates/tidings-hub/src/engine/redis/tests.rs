@@ -467,7 +467,8 @@ async fn a_user_not_allowed_a_command_of_the_scripts_is_refused_at_start() {
         "xtrim",
         "hget",
         "xrevrange",
-        "hkeys",
+        "zadd",
+        "zrangebylex",
     ] {
         let user = format!("no{command_name}");
         let denied = format!("-{command_name}");
