@@ -39,7 +39,7 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// A hub with the engine `settings.engine` names (the disk engine in
-    /// `settings.data_dir`, or the memory engine).
+    /// `settings.data_dir`, the memory engine, or the Redis engine at `settings.redis_url`).
     ///
     /// # Errors
     /// [`crate::ErrorKind::Engine`] when the engine cannot be opened (for the disk engine:

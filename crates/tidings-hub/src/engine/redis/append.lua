@@ -38,21 +38,17 @@ if wrong then
 end
 
 -- The next ids follow the newest one (or the origin), even if the clock went back.
-local last = redis.call('GET', p .. 'id') or redis.call('GET', p .. 'origin')
+local last = redis.call('GET', p .. 'id') or origin_or_new(p, now)
 local ms, seq = now, -1
-if last then
-  local lms, lseq = id_parts(last)
-  if lms >= now then
-    ms, seq = lms, lseq
-  end
-else
-  -- The store was wiped: a new origin, so a resume from an older id reports a gap.
-  redis.call('SET', p .. 'origin', string.format('%d-0', now))
-  seq = 0
+local lms, lseq = id_parts(last)
+if lms >= now then
+  ms, seq = lms, lseq
 end
 
 local ids = {}
-local prev = last or ''
+-- After a wipe this is the new origin, newer than what any hub's tail passed on: each
+-- sees the hole, and the fan-out finds everything before the origin gone.
+local prev = last
 for i = first, #ARGV, 4 do
   seq = seq + 1
   local id = string.format('%d-%d', ms, seq)

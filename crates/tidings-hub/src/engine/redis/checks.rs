@@ -26,13 +26,7 @@ pub(super) async fn check_server(
             e,
         )
     })?;
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(str::trim)
-            .unwrap_or("")
-            .to_owned()
-    };
+    let field = |name: &str| info_field(&info, name).to_owned();
     let version = field("redis_version");
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
@@ -55,7 +49,7 @@ pub(super) async fn check_server(
             tracing::warn!(url = %shown_url, %policy, "Redis may evict any key when it is full, and an evicted stream is history lost without a gap event; set maxmemory-policy noeviction (then a full Redis refuses publishes with 503)");
         }
     }
-    if field("role") == "slave" {
+    if is_replica(&info) {
         return Err(Error::new(
             ErrorKind::Engine,
             format!("Redis at {shown_url} is a replica (of {}:{}); point --redis-url at the primary: a replica refuses writes, or takes writes no other hub sees", field("master_host"), field("master_port")),
@@ -70,6 +64,18 @@ pub(super) async fn check_server(
     Ok(())
 }
 
+/// The value of `name` in an `INFO` answer (`name:value` lines), or "" when absent.
+fn info_field<'a>(info: &'a str, name: &str) -> &'a str {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map_or("", str::trim)
+}
+
+/// Whether an `INFO` answer (all of it, or its replication section) is a replica's.
+pub(super) fn is_replica(info: &str) -> bool {
+    info_field(info, "role") == "slave"
+}
+
 impl Store {
     /// The same store under keys of its own (`{prefix}:probe:`), keeping two events per
     /// topic for 1 ms: for [`Store::probe`].
@@ -79,16 +85,11 @@ impl Store {
             shown_url: self.shown_url.clone(),
             instance: self.instance,
             appends: std::sync::atomic::AtomicU64::new(0),
-            prefix: self.prefix.clone(),
             keys: format!("{}probe:", self.keys),
             max_events_per_topic: 2,
             max_age_ms: 1,
-            start: self.start.clone(),
-            lost: self.lost.clone(),
+            scripts: self.scripts.clone(),
             tail_trouble: std::sync::Mutex::new(None),
-            append: self.append.clone(),
-            read: self.read.clone(),
-            topics: self.topics.clone(),
         }
     }
 
@@ -136,6 +137,7 @@ impl Store {
                         let probe = &probe;
                         async move {
                             probe
+                                .scripts
                                 .topics
                                 .arg(&probe.keys)
                                 .arg(1)

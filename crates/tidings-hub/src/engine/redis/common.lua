@@ -27,6 +27,19 @@ local function age_cutoff(now, max_age_ms)
   return '0'
 end
 
+-- The origin (an id below every stored one), and whether it was made just now: no
+-- origin means a new family, or one whose data was wiped, and then everything before now
+-- is gone, so a resume from an older id reports a gap.
+local function origin_or_new(p, now)
+  local origin = redis.call('GET', p .. 'origin')
+  if origin then
+    return origin, false
+  end
+  origin = string.format('%d-0', now)
+  redis.call('SET', p .. 'origin', origin)
+  return origin, true
+end
+
 -- A description of `key` when it exists with another type than `want`, else nil.
 local function wrong_type(key, want)
   local found = redis.call('TYPE', key)['ok']

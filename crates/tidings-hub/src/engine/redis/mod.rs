@@ -26,23 +26,15 @@
 //! Redis can hold several independent hub families under different prefixes, and no
 //! prefix's keys can be another's, whatever the two prefixes are (`a` and `a:topic` give
 //! `{a}:topic:log` and `{a:topic}:log`). The braces are also Redis Cluster's hash tag, so
-//! a family's keys would share one slot.
-//!
-//! | key | type | holds |
-//! |---|---|---|
-//! | `id` | string | the newest id assigned |
-//! | `origin` | string | an id below every stored one, set when the data is first created |
-//! | `log` | stream | every event, with the id before it (`p`), trimmed to about 100,000 |
-//! | `topic:<topic>` | stream | the topic's retained events |
-//! | `last` | hash | topic -> its newest id |
-//! | `published` | hash | topic -> how many events were published to it |
-//! | `trimmed` | hash | topic -> the newest id trimmed from it |
+//! a family's keys would share one slot. The keys themselves (`id`, `origin`, `log`,
+//! `topic:<topic>`, `last`, `published`, `trimmed`, `names`, `append:<token>`) are listed
+//! with what they hold in `ENGINES.md` ("Keys"), the one list of them.
 //!
 //! Stream entries have the fields `t` (topics, newline-separated), `d` (data), `e` (type,
 //! absent for `message`) and `r` (retry in ms, absent when none).
 //!
 //! Requirements: Redis 6.2 or later (exclusive stream ranges, `XTRIM MINID`), not in
-//! cluster mode (the scripts touch keys of many slots), with `maxmemory-policy
+//! cluster mode (the scripts do not declare the keys they touch), with `maxmemory-policy
 //! noeviction` (an evicted key is history lost without a trace).
 
 mod checks;
@@ -82,6 +74,11 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 const COMMON: &str = include_str!("common.lua");
+
+/// What the engine runs: the commands its user must be allowed, for messages.
+const NEEDED_COMMANDS: &str = "EVALSHA, EVAL, INFO, XREAD and, in scripts, GET, SET, TYPE, \
+    XADD, XLEN, XRANGE, XREVRANGE, XTRIM, HGET, HSET, HGETALL, HINCRBY, ZADD, ZRANGE and \
+    ZRANGEBYLEX";
 
 /// Where the Redis engine connects and what it keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,25 +183,43 @@ struct Store {
     /// Tells this engine's appends from every other's (see [`Store::append_token`]).
     instance: u64,
     appends: std::sync::atomic::AtomicU64,
-    prefix: String,
     /// What every key starts with: `{prefix}:`.
     keys: String,
     max_events_per_topic: usize,
     max_age_ms: u64,
-    start: Script,
-    lost: Script,
+    scripts: Scripts,
     /// What keeps the tail from reading the log, while something does (for `/readyz`).
     tail_trouble: std::sync::Mutex<Option<String>>,
+}
+
+/// The Lua scripts, each with the shared helpers (`common.lua`) in front of it.
+#[derive(Clone)]
+struct Scripts {
+    start: Script,
     append: Script,
     read: Script,
     topics: Script,
+    lost: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        let script = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        Scripts {
+            start: script(include_str!("start.lua")),
+            append: script(include_str!("append.lua")),
+            read: script(include_str!("read.lua")),
+            topics: script(include_str!("topics.lua")),
+            lost: script(include_str!("lost.lua")),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisEngine")
             .field("url", &self.store.shown_url)
-            .field("prefix", &self.store.prefix)
+            .field("keys", &self.store.keys)
             .finish_non_exhaustive()
     }
 }
@@ -236,7 +251,7 @@ impl RedisEngine {
                     "cannot reach Redis at {shown_url}; start it, or name another with --redis-url"
                 )
             } else {
-                format!("Redis at {shown_url} refused the redis engine; its user must be allowed EVALSHA, EVAL, XREAD, INFO and the commands of the engine's scripts")
+                format!("Redis at {shown_url} refused the redis engine; its user must be allowed {NEEDED_COMMANDS}")
             };
             Error::with_source(ErrorKind::Engine, message, e)
         };
@@ -244,9 +259,10 @@ impl RedisEngine {
             .await
             .map_err(refused)?;
         check_server(&mut conn, &shown_url).await?;
-        let start = script(include_str!("start.lua"));
+        let scripts = Scripts::new();
         let keys = format!("{{{}}}:", options.prefix);
-        let head: String = start
+        let head: String = scripts
+            .start
             .arg(&keys)
             .invoke_async(&mut conn)
             .await
@@ -270,23 +286,18 @@ impl RedisEngine {
             shown_url,
             instance: crate::hub::random_u64(),
             appends: std::sync::atomic::AtomicU64::new(0),
-            prefix: options.prefix,
             keys,
             max_events_per_topic: options.max_events_per_topic.max(1),
             max_age_ms: options
                 .max_age
                 .map_or(0, |a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
-            start,
+            scripts,
             tail_trouble: std::sync::Mutex::new(None),
-            lost: script(include_str!("lost.lua")),
-            append: script(include_str!("append.lua")),
-            read: script(include_str!("read.lua")),
-            topics: script(include_str!("topics.lua")),
         });
         store.probe().await.map_err(|e| {
             Error::with_source(
                 ErrorKind::Engine,
-                format!("Redis at {} refused a command the redis engine needs; its user must be allowed EVALSHA, EVAL, INFO, XREAD and, in scripts, GET, SET, TYPE, XADD, XLEN, XRANGE, XREVRANGE, XTRIM, HGET, HSET, HGETALL, HINCRBY, ZADD, ZRANGE and ZRANGEBYLEX", store.shown_url),
+                format!("Redis at {} refused a command the redis engine needs; its user must be allowed {NEEDED_COMMANDS}", store.shown_url),
                 e,
             )
         })?;
@@ -307,11 +318,6 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_number_of_retries(2)
-}
-
-/// A script with the shared helpers in front of it.
-fn script(body: &str) -> Script {
-    Script::new(&format!("{COMMON}\n{body}"))
 }
 
 impl Store {
@@ -349,7 +355,8 @@ impl Store {
     /// everything at or before it as possibly trimmed (the origin is raised to it).
     async fn record_lost(&self, through: EventId) -> Result<(), Error> {
         self.retried("record lost events", |mut conn| async move {
-            self.lost
+            self.scripts
+                .lost
                 .arg(&self.keys)
                 .arg(through.to_string())
                 .invoke_async::<()>(&mut conn)
@@ -370,7 +377,7 @@ impl Store {
     /// Runs the append script for `events` with `token` (see [`Store::append_token`]) and
     /// returns their ids, in order.
     async fn append(&self, token: &str, events: &[NewEvent]) -> Result<Vec<String>, Error> {
-        let mut invocation = self.append.prepare_invoke();
+        let mut invocation = self.scripts.append.prepare_invoke();
         invocation
             .arg(&self.keys)
             .arg(token)
@@ -413,7 +420,7 @@ impl Store {
             // Nothing can follow the last possible id (and Redis refuses to look).
             return Ok(ReadBatch::default());
         }
-        let mut invocation = self.read.prepare_invoke();
+        let mut invocation = self.scripts.read.prepare_invoke();
         invocation
             .arg(&self.keys)
             .arg(after.to_string())
@@ -469,7 +476,12 @@ impl Engine for RedisEngine {
         let store = &*self.store;
         let head: String = store
             .retried("tell the newest id", |mut conn| async move {
-                store.start.arg(&store.keys).invoke_async(&mut conn).await
+                store
+                    .scripts
+                    .start
+                    .arg(&store.keys)
+                    .invoke_async(&mut conn)
+                    .await
             })
             .await?;
         parse_id(&head)
@@ -480,6 +492,7 @@ impl Engine for RedisEngine {
         let rows: Vec<(String, String, u64, u64)> = store
             .retried("list topics", |mut conn| async move {
                 store
+                    .scripts
                     .topics
                     .arg(&store.keys)
                     .arg(store.max_events_per_topic)
@@ -517,7 +530,7 @@ impl Engine for RedisEngine {
                     .await
             })
             .await?;
-        if replication.lines().any(|l| l.trim() == "role:slave") {
+        if checks::is_replica(&replication) {
             return Err(Error::new(
                 ErrorKind::Engine,
                 "Redis is a replica now; it refuses writes (point the hubs at the primary)",

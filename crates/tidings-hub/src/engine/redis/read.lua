@@ -42,10 +42,4 @@ for _, topic in ipairs(topics) do
   local entries = redis.call('XRANGE', p .. 'topic:' .. topic, '(' .. after, '+', 'COUNT', count)
   found[#found + 1] = { trimmed, entries }
 end
--- No origin means the data was wiped: everything before now is gone.
-local origin = redis.call('GET', p .. 'origin')
-if not origin then
-  origin = string.format('%d-0', now)
-  redis.call('SET', p .. 'origin', origin)
-end
-return { origin, found }
+return { origin_or_new(p, now), found }

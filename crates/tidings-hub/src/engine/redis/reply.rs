@@ -46,7 +46,7 @@ pub(super) fn merge_topics(reply: Value, limit: usize) -> Result<ReadBatch, Erro
 
 /// A stream entry (`[id, [field, value, ...]]`) as an event, with the id before it when
 /// the entry names one (log entries do).
-pub(super) fn parse_entry(entry: Value) -> Result<(StoredEvent, Option<String>), Error> {
+pub(super) fn parse_entry(entry: Value) -> Result<(StoredEvent, Option<EventId>), Error> {
     let [id, fields] = <[Value; 2]>::try_from(array(entry)?).map_err(|_| malformed("entry"))?;
     let id = parse_id(&text(id)?)?;
     let mut event = NewEvent {
@@ -72,7 +72,7 @@ pub(super) fn parse_entry(entry: Value) -> Result<(StoredEvent, Option<String>),
                 let ms = value.parse().map_err(|_| malformed("retry field"))?;
                 event.retry = Some(Duration::from_millis(ms));
             }
-            "p" => prev = Some(value),
+            "p" => prev = optional_id(&value)?,
             _ => {}
         }
     }

@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 
 use tidings::EventId;
 
-use super::reply::{array, parse_entry, parse_id};
+use super::reply::{array, parse_entry};
 use super::Store;
 use crate::engine::LiveEvent;
 
@@ -180,10 +180,6 @@ pub(super) async fn pass_on(
             if event.id <= *last {
                 continue;
             }
-            let prev = match prev.as_deref() {
-                Some("") | None => None,
-                Some(p) => Some(parse_id(p)?),
-            };
             // No receiver (no fan-out running) is not an error: the events are stored.
             if prev != Some(*last) {
                 if prev.is_none_or(|prev| prev < *last) {

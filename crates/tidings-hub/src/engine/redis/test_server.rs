@@ -69,12 +69,6 @@ impl RedisServer {
         Some(RedisServer::spawn(free_port(), persistence))
     }
 
-    /// Starts `redis-server`, keeping nothing, on `port` (e.g. again after
-    /// [`RedisServer::stop`]).
-    pub fn start_on(port: u16) -> RedisServer {
-        RedisServer::spawn(port, Vec::new())
-    }
-
     /// Starts it again, on the same port with the same persistence, after
     /// [`RedisServer::stop`].
     pub fn start_again(&mut self) {

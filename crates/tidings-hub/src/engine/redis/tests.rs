@@ -20,22 +20,25 @@ fn fresh_prefix() -> String {
     format!("test{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-async fn engine_at(url: &str, prefix: &str) -> Result<RedisEngine, Error> {
-    RedisEngine::connect(RedisOptions {
+/// Options for `url` under `prefix`, keeping 10 events per topic, no age limit.
+fn options(url: &str, prefix: &str) -> RedisOptions {
+    RedisOptions {
         url: url.to_owned(),
         prefix: prefix.to_owned(),
         max_events_per_topic: 10,
         max_age: None,
-    })
-    .await
+    }
 }
 
+async fn engine_at(url: &str, prefix: &str) -> Result<RedisEngine, Error> {
+    RedisEngine::connect(options(url, prefix)).await
+}
+
+/// An engine on `server` under `prefix`, keeping `max_events` per topic.
 async fn engine(server: &RedisServer, prefix: &str, max_events: usize) -> RedisEngine {
     RedisEngine::connect(RedisOptions {
-        url: server.url(),
-        prefix: prefix.to_owned(),
         max_events_per_topic: max_events,
-        max_age: None,
+        ..options(&server.url(), prefix)
     })
     .await
     .expect("connect")
@@ -276,10 +279,8 @@ async fn age_limit_trims_quiet_topics_on_read() {
         return;
     };
     let engine = RedisEngine::connect(RedisOptions {
-        url: server.url(),
-        prefix: fresh_prefix(),
-        max_events_per_topic: 10,
         max_age: Some(Duration::from_millis(200)),
+        ..options(&server.url(), &fresh_prefix())
     })
     .await
     .expect("connect");
