@@ -51,6 +51,34 @@ fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// Opens `GET /events?topic=a` as curl -N would hold it, and checks the answer is 200.
+fn open_stream(addr: SocketAddr) -> TcpStream {
+    let mut stream = connect(addr);
+    write!(
+        stream,
+        "GET /events?topic=a HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("request");
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).expect("response head");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    stream
+}
+
+/// Publishes a form `body` (curl's encoding) and checks the answer is 200.
+fn publish_form(addr: SocketAddr, body: &str) {
+    let mut publish = connect(addr);
+    write!(
+        publish,
+        "POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("publish");
+    let mut answer = String::new();
+    publish.read_to_string(&mut answer).expect("publish answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 fn send_signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
@@ -78,29 +106,8 @@ fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
 fn sigterm_ends_open_streams_and_exits_zero() {
     let (mut child, addr) = start_hub(&["--retry", "2s"]);
 
-    // An open event stream, as curl -N would hold it.
-    let mut stream = connect(addr);
-    write!(
-        stream,
-        "GET /events?topic=a HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
-    )
-    .expect("request");
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).expect("response head");
-    assert_eq!(&head, b"HTTP/1.1 200");
-
-    // A publish with curl's form encoding.
-    let mut publish = connect(addr);
-    let body = "topic=a&data=before+shutdown";
-    write!(
-        publish,
-        "POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("publish");
-    let mut answer = String::new();
-    publish.read_to_string(&mut answer).expect("publish answer");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut stream = open_stream(addr);
+    publish_form(addr, "topic=a&data=before+shutdown");
 
     send_signal(&child, "-TERM");
     // The stream delivers what was queued, then ends (the hub closes it).
@@ -198,27 +205,8 @@ fn two_hubs_on_one_redis_deliver_each_others_events() {
     let (mut first, first_addr) = start_hub_with(&engine, &[]);
     let (mut second, second_addr) = start_hub_with(&engine, &[]);
 
-    let mut stream = connect(second_addr);
-    write!(
-        stream,
-        "GET /events?topic=a HTTP/1.1\r\nHost: {second_addr}\r\nAccept: text/event-stream\r\n\r\n"
-    )
-    .expect("request");
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).expect("response head");
-    assert_eq!(&head, b"HTTP/1.1 200");
-
-    let mut publish = connect(first_addr);
-    let body = "topic=a&data=across+hubs";
-    write!(
-        publish,
-        "POST /publish HTTP/1.1\r\nHost: {first_addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("publish");
-    let mut answer = String::new();
-    publish.read_to_string(&mut answer).expect("publish answer");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut stream = open_stream(second_addr);
+    publish_form(first_addr, "topic=a&data=across+hubs");
 
     let mut seen = Vec::new();
     let mut chunk = [0u8; 4096];
