@@ -16,9 +16,10 @@ use std::time::Duration;
 // The crash tests' helpers, and through them the hub's disk-test helpers (HTTP requests,
 // subscribers, waiting): this test needs the built binary, so it lives in its crate.
 mod crash_support;
-use crash_support::disk_support::{free_port, request, wait_until, Subscriber};
+use crash_support::disk_support::{free_port, request, wait_until};
 use crash_support::{
-    acked_count, check_every_subscriber, publisher, spawn_serve, Acked, Hub, TempDir, TOPIC,
+    acked_count, check_every_subscriber, connected_subscribers, spawn_serve, start_publishers,
+    Acked, Hub, TempDir,
 };
 
 const SUBSCRIBERS: usize = 20;
@@ -41,28 +42,11 @@ async fn acknowledged_events_survive_kill_9_exactly_once_in_order() {
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let mut hub = Hub::start(&disk_args(&data_dir), addr, &log).await;
 
-    let subscribers: Vec<Subscriber> = (0..SUBSCRIBERS)
-        .map(|_| Subscriber::start(addr, &[TOPIC]))
-        .collect();
-    wait_until(
-        Duration::from_secs(20),
-        "every subscriber to connect",
-        || subscribers.iter().all(|s| s.opens() >= 1),
-    )
-    .await;
+    let subscribers = connected_subscribers(&[addr], SUBSCRIBERS).await;
 
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let publishers: Vec<_> = (0..PUBLISHERS)
-        .map(|p| {
-            tokio::spawn(publisher(
-                vec![addr],
-                p,
-                Arc::clone(&acked),
-                Arc::clone(&stop),
-            ))
-        })
-        .collect();
+    let publishers = start_publishers(&[addr], PUBLISHERS, &acked, &stop);
 
     for round in 1..=KILLS {
         // Kill point: 150 more acknowledged events while all 20 subscribers stream, with

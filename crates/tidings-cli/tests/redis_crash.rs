@@ -18,8 +18,11 @@ mod crash_support;
 #[path = "../../tidings-hub/src/engine/redis/test_server.rs"]
 mod redis_server;
 
-use crash_support::disk_support::{free_port, wait_until, Subscriber};
-use crash_support::{acked_count, check_every_subscriber, publisher, Acked, Hub, TempDir, TOPIC};
+use crash_support::disk_support::{free_port, wait_until};
+use crash_support::{
+    acked_count, check_every_subscriber, connected_subscribers, start_publishers, Acked, Hub,
+    TempDir,
+};
 use redis_server::RedisServer;
 
 const SUBSCRIBERS: usize = 20;
@@ -43,28 +46,11 @@ async fn acknowledged_events_survive_killed_hubs_and_a_killed_redis() {
         Some(Hub::start(&args, addrs[1], &log).await),
     ];
 
-    let subscribers: Vec<Subscriber> = (0..SUBSCRIBERS)
-        .map(|i| Subscriber::start(addrs[i % 2], &[TOPIC]))
-        .collect();
-    wait_until(
-        Duration::from_secs(20),
-        "every subscriber to connect",
-        || subscribers.iter().all(|s| s.opens() >= 1),
-    )
-    .await;
+    let subscribers = connected_subscribers(&addrs, SUBSCRIBERS).await;
 
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let publishers: Vec<_> = (0..PUBLISHERS)
-        .map(|p| {
-            tokio::spawn(publisher(
-                addrs.to_vec(),
-                p,
-                Arc::clone(&acked),
-                Arc::clone(&stop),
-            ))
-        })
-        .collect();
+    let publishers = start_publishers(&addrs, PUBLISHERS, &acked, &stop);
 
     // Kill hub 0, hub 1, then Redis, each after 150 more acknowledged events, with
     // publishes in flight and every subscriber streaming.

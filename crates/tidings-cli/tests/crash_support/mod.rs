@@ -129,6 +129,39 @@ pub async fn publisher(hubs: Vec<SocketAddr>, p: usize, acked: Acked, stop: Arc<
     }
 }
 
+/// `n` subscribers to [`TOPIC`], spread over `hubs` in turn, once every one is connected.
+pub async fn connected_subscribers(hubs: &[SocketAddr], n: usize) -> Vec<Subscriber> {
+    let subscribers: Vec<Subscriber> = (0..n)
+        .map(|i| Subscriber::start(hubs[i % hubs.len()], &[TOPIC]))
+        .collect();
+    disk_support::wait_until(
+        Duration::from_secs(20),
+        "every subscriber to connect",
+        || subscribers.iter().all(|s| s.opens() >= 1),
+    )
+    .await;
+    subscribers
+}
+
+/// `n` [`publisher`]s through `hubs`, recording in `acked` until `stop` is set.
+pub fn start_publishers(
+    hubs: &[SocketAddr],
+    n: usize,
+    acked: &Acked,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|p| {
+            tokio::spawn(publisher(
+                hubs.to_vec(),
+                p,
+                Arc::clone(acked),
+                Arc::clone(stop),
+            ))
+        })
+        .collect()
+}
+
 /// Waits until every subscriber has the newest acknowledged event, then checks that each
 /// got every acknowledged event once, in id order, with its data, and no gap or other
 /// event, over at least `min_opens` connections.
