@@ -17,6 +17,8 @@ pub enum ErrorKind {
     Io,
     /// The storage engine failed to store or read events.
     Engine,
+    /// A JSON Web Token could not be checked or does not hold (see [`crate::auth`]).
+    InvalidToken,
 }
 
 /// The error type of every fallible operation in `tidings-hub`.

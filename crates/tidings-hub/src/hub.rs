@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 
+use crate::auth::{Access, JwtKey, Verifier, MIN_SECRET_BYTES};
 use crate::config::{EngineKind, Settings};
 use crate::engine::{
     DiskEngine, DiskOptions, Engine, MemoryEngine, NewEvent, RedisEngine, RedisOptions, StoredEvent,
@@ -26,6 +27,8 @@ pub struct Hub {
     /// A random name for this hub process, so that what it numbers (presence sessions)
     /// differs from what other hubs sharing its engine number.
     instance: String,
+    /// Checks tokens, when the settings give a key.
+    verifier: Option<Verifier>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -53,11 +56,16 @@ impl Hub {
     /// A hub over a given engine (e.g. one built outside this crate).
     ///
     /// # Errors
-    /// [`crate::ErrorKind::Engine`] when the engine cannot tell its head.
+    /// [`crate::ErrorKind::Engine`] when the engine cannot tell its head;
+    /// [`crate::ErrorKind::Config`] when the token settings cannot work (see
+    /// [`crate::auth::AuthSettings::validate`]).
     pub async fn with_engine(
         settings: Settings,
         engine: Arc<dyn Engine>,
     ) -> Result<Arc<Hub>, Error> {
+        settings.auth.validate()?;
+        let verifier = Verifier::new(&settings.auth)?;
+        warn_about_access(&settings);
         // Subscribe to the live feed before reading the head: every event stored after
         // the head is then on the feed, so the fan-out misses nothing.
         let receiver = engine.subscribe_live();
@@ -75,6 +83,7 @@ impl Hub {
             fanout_task: Mutex::new(Some(task)),
             shutting_down: AtomicBool::new(false),
             instance: format!("{:08x}", random_u64() as u32),
+            verifier,
         }))
     }
 
@@ -92,6 +101,12 @@ impl Hub {
     /// session ids, so hubs sharing a Redis never give two sessions the same id.
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// What checks tokens (`None` when the settings give no key: then both kinds of access
+    /// are open).
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.verifier.as_ref()
     }
 
     /// The settings the hub runs with.
@@ -179,6 +194,28 @@ pub(crate) async fn open_engine(settings: &Settings) -> Result<Arc<dyn Engine>, 
             Arc::new(RedisEngine::connect(RedisOptions::from_settings(settings)?).await?)
         }
     })
+}
+
+/// Warns about access settings that are valid but likely not what was meant.
+fn warn_about_access(settings: &Settings) {
+    let auth = &settings.auth;
+    if auth.publish == Access::Open && !settings.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %settings.listen,
+            "anyone who can reach this address may publish; set jwt_secret (or jwt_public_key) so that publishing takes a token"
+        );
+    }
+    if let Some(JwtKey::Secret(secret)) = &auth.key {
+        if secret.len() < MIN_SECRET_BYTES {
+            tracing::warn!(
+                bytes = secret.len(),
+                "jwt_secret is short; use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -base64 32`)"
+            );
+        }
+    }
+    if auth.key.is_some() && auth.publish == Access::Open && auth.subscribe == Access::Open {
+        tracing::warn!("a JWT key is set but publish_auth and subscribe_auth are both open: no token is ever checked");
+    }
 }
 
 /// A random number, different in each process and each call (std's hasher keys are

@@ -10,6 +10,7 @@
 //!   disk engine (SQLite, group commit; see `ENGINES.md`);
 //! - [`fanout`]: the subscriber registry, delivery of live events, resume without gaps;
 //! - [`topics`]: topic names and patterns;
+//! - [`auth`]: who may publish and subscribe (JSON Web Tokens that name topics);
 //! - [`config`]: flags, environment variables and the TOML file;
 //! - [`web`]: the page served at `/`.
 //!
@@ -26,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod engine;
 mod error;

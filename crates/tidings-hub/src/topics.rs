@@ -130,6 +130,19 @@ impl TopicPattern {
         }
     }
 
+    /// Whether every topic `other` stands for is one this stands for: a topic covers
+    /// itself; a pattern covers the topics it matches and every pattern under its prefix
+    /// (`chat/*` covers `chat/x` and `chat/x/*`, not `chat` or `*`).
+    pub fn covers(&self, other: &TopicPattern) -> bool {
+        match (self, other) {
+            (_, TopicPattern::Exact(topic)) => self.matches(topic),
+            (TopicPattern::Prefix(mine), TopicPattern::Prefix(theirs)) => {
+                theirs.starts_with(&**mine)
+            }
+            (TopicPattern::Exact(_), TopicPattern::Prefix(_)) => false,
+        }
+    }
+
     /// Whether this is a pattern (ends in `*`) rather than one exact topic.
     pub fn is_pattern(&self) -> bool {
         matches!(self, TopicPattern::Prefix(_))
@@ -313,6 +326,37 @@ mod tests {
             "ch*", "chat*", "chat/*/x", "*/x", "/*", "**", "a/*/*", "a//*",
         ] {
             assert!(TopicPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn what_covers_what() {
+        let p = |text: &str| TopicPattern::parse(text).expect(text);
+        let yes = [
+            ("*", "*"),
+            ("*", "a"),
+            ("*", "chat/*"),
+            ("chat/*", "chat/*"),
+            ("chat/*", "chat/x"),
+            ("chat/*", "chat/x/*"),
+            ("chat/x", "chat/x"),
+        ];
+        for (granted, wanted) in yes {
+            assert!(p(granted).covers(&p(wanted)), "{granted} covers {wanted}");
+        }
+        let no = [
+            ("chat/*", "*"),
+            ("chat/*", "chat"),
+            ("chat/*", "chatter/*"),
+            ("chat/x", "chat/*"),
+            ("chat/x", "chat/x/*"),
+            ("a", "b"),
+        ];
+        for (granted, wanted) in no {
+            assert!(
+                !p(granted).covers(&p(wanted)),
+                "{granted} does not cover {wanted}"
+            );
         }
     }
 

@@ -19,6 +19,11 @@
 //! | `history_max_bytes` | none | bytes kept per topic (`0`: no byte limit; disk engine) |
 //! | `[retention."<pattern>"]` | none | TOML only: per-topic overrides, see [`crate::engine::RetentionRules`] (disk engine) |
 //! | `cors_origin` | none | allowed browser origins, exact (repeatable; env: comma-separated) |
+//! | `jwt_secret` | none | HMAC secret (HS256/384/512) that tokens are checked with, see [`crate::auth`] |
+//! | `jwt_public_key` | none | PEM file of an RSA, EC or Ed25519 public key tokens are checked with |
+//! | `jwt_audience` | none | when set, a token's `aud` must name it |
+//! | `publish_auth` | `token` with a key, else `open` | `open` or `token`: who may publish |
+//! | `subscribe_auth` | `open` | `open` or `token`: who may subscribe and read history |
 //! | `max_body_bytes` | 1048576 | largest publish request body (413 beyond) |
 //! | `max_topics` | 32 | topics and patterns per subscription (400 beyond) |
 //! | `max_connections` | 10000 | open event streams (503 beyond) |
@@ -59,6 +64,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tidings::server::SlowClientPolicy;
 
+use crate::auth::{Access, AuthSettings, JwtKey};
 use crate::error::{Error, ErrorKind};
 use crate::http::cors::normalize_origin;
 
@@ -127,6 +133,37 @@ pub struct Config {
     #[serde(default)]
     pub cors_origin: Vec<String>,
 
+    /// The secret (HS256, HS384, HS512) that tokens are checked with; turns on tokens for
+    /// publishing. Prefer the environment or the config file to the command line, where
+    /// other users of the machine can see it [default: none].
+    #[arg(
+        long,
+        env = "TIDINGS_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key"
+    )]
+    pub jwt_secret: Option<Secret>,
+
+    /// A PEM file with the RSA, EC (P-256, P-384) or Ed25519 public key that tokens are
+    /// checked with; turns on tokens for publishing [default: none].
+    #[arg(long, env = "TIDINGS_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// When set, a token's `aud` claim must name this audience [default: none].
+    #[arg(long, env = "TIDINGS_JWT_AUDIENCE", value_name = "AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Who may publish: `open` (anyone who can reach the hub) or `token` (a token whose
+    /// `tidings.publish` claim grants the topics) [default: token when a key is set, else open].
+    #[arg(long, env = "TIDINGS_PUBLISH_AUTH", value_name = "ACCESS")]
+    pub publish_auth: Option<Access>,
+
+    /// Who may subscribe and read history: `open` or `token` (a token whose
+    /// `tidings.subscribe` claim grants the topics) [default: open].
+    #[arg(long, env = "TIDINGS_SUBSCRIBE_AUTH", value_name = "ACCESS")]
+    pub subscribe_auth: Option<Access>,
+
     /// Largest publish request body in bytes; larger ones get 413 [default: 1048576].
     #[arg(long, env = "TIDINGS_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -176,6 +213,25 @@ pub struct Config {
     /// Log format [default: human].
     #[arg(long, env = "TIDINGS_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+}
+
+/// A secret from the settings: shown as `<hidden>` in debug output.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 /// The storage engine to use.
@@ -308,6 +364,8 @@ pub struct Settings {
     pub retention: BTreeMap<String, crate::engine::RetentionOverride>,
     /// Allowed browser origins (exact, with credentials). Empty: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Who may publish and subscribe, and the key tokens are checked with.
+    pub auth: AuthSettings,
     /// Largest publish request body, in bytes.
     pub max_body_bytes: usize,
     /// Most topics and patterns in one subscription (and one publish).
@@ -350,6 +408,7 @@ impl Default for Settings {
             history_max_bytes: None,
             retention: BTreeMap::new(),
             cors_origins: Vec::new(),
+            auth: AuthSettings::default(),
             max_body_bytes: 1024 * 1024,
             max_topics: 32,
             max_connections: 10_000,
@@ -385,6 +444,20 @@ impl Config {
             Some(HumanDuration(Duration::ZERO)) => None,
             Some(HumanDuration(x)) => Some(x),
             None => def,
+        };
+        let key = match (
+            self.jwt_secret.clone().or(file.jwt_secret),
+            self.jwt_public_key.clone().or(file.jwt_public_key),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "both jwt_secret and jwt_public_key are set; tokens are checked with one key, so set one of them",
+                ))
+            }
+            (Some(secret), None) => Some(JwtKey::Secret(secret.0)),
+            (None, Some(path)) => Some(JwtKey::PublicKeyFile(path)),
+            (None, None) => None,
         };
         let settings = Settings {
             listen: self.listen.or(file.listen).unwrap_or(d.listen),
@@ -430,6 +503,22 @@ impl Config {
             .iter()
             .map(|origin| normalize_origin(origin))
             .collect(),
+            auth: AuthSettings {
+                publish: self
+                    .publish_auth
+                    .or(file.publish_auth)
+                    .unwrap_or(if key.is_some() {
+                        Access::Token
+                    } else {
+                        Access::Open
+                    }),
+                subscribe: self
+                    .subscribe_auth
+                    .or(file.subscribe_auth)
+                    .unwrap_or(Access::Open),
+                audience: self.jwt_audience.clone().or(file.jwt_audience),
+                key,
+            },
             max_body_bytes: self
                 .max_body_bytes
                 .or(file.max_body_bytes)
@@ -529,6 +618,7 @@ impl Settings {
         for origin in &self.cors_origins {
             check_origin(origin)?;
         }
+        self.auth.validate()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(Error::new(
                 ErrorKind::Config,

@@ -38,6 +38,7 @@ pub fn layer(origins: &[String]) -> Option<CorsLayer> {
             .allow_methods([Method::GET, Method::POST])
             .allow_headers([
                 last_event_id.clone(),
+                header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 header::CACHE_CONTROL,
                 header::ACCEPT,

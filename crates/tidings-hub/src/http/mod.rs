@@ -10,8 +10,10 @@
 //! | `GET /` | the web page ([`crate::web`]) |
 //!
 //! Every error is `application/problem+json` ([`problem`]); CORS is answered for the
-//! configured origins only ([`cors`]).
+//! configured origins only ([`cors`]); where the settings ask for tokens, requests carry
+//! them as [`auth`] says.
 
+pub mod auth;
 pub mod cors;
 mod form;
 pub mod health;

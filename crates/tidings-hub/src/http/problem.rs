@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::StatusCode;
 use serde::Serialize;
 
@@ -38,6 +38,9 @@ pub struct Problem {
     /// Seconds after which a retry may succeed (sent as `Retry-After`).
     #[serde(skip)]
     pub retry_after: Option<u32>,
+    /// How to authenticate (sent as `WWW-Authenticate`, RFC 6750), on 401 and 403.
+    #[serde(skip)]
+    pub challenge: Option<String>,
 }
 
 impl Problem {
@@ -49,6 +52,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -136,6 +140,9 @@ impl IntoResponse for Problem {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
         }
         response
     }

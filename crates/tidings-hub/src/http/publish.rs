@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tidings::server::GAP_EVENT_TYPE;
 use tidings::Event;
 
+use super::auth::{self, Action};
 use super::cors::check_publish_origin;
 use super::form;
 use super::problem::Problem;
@@ -50,10 +51,15 @@ pub async fn publish(
     body: Body,
 ) -> Result<Json<Value>, Problem> {
     let settings = hub.settings();
-    if let Err(refused) = check_publish_origin(&headers, &uri, &settings.cors_origins) {
-        drain(body);
-        return Err(refused);
-    }
+    let rights = check_publish_origin(&headers, &uri, &settings.cors_origins)
+        .and_then(|()| auth::rights(&hub, &headers, &uri, Action::Publish));
+    let rights = match rights {
+        Ok(rights) => rights,
+        Err(refused) => {
+            drain(body);
+            return Err(refused);
+        }
+    };
     let body = read_body(&headers, body, settings.max_body_bytes).await?;
     let (events, batch) = match media_type(&headers).as_deref() {
         Some("application/json") => parse_json(&body, settings.max_topics)?,
@@ -72,6 +78,7 @@ pub async fn publish(
             ))
         }
     };
+    auth::check_publish(rights.as_ref(), &events)?;
     let stored = hub.publish(events).await.map_err(Problem::from)?;
     let ids: Vec<String> = stored.iter().map(|e| e.id.to_string()).collect();
     tracing::debug!(?ids, "published");

@@ -15,6 +15,7 @@ use http::{HeaderMap, Uri};
 
 use tidings::server::{Session, SessionConfig};
 
+use super::auth::{self, Action};
 use super::problem::Problem;
 use crate::engine::NewEvent;
 use crate::fanout::resume::{replay_then_go_live, ResumePlan};
@@ -37,7 +38,9 @@ pub async fn subscribe(
     uri: Uri,
 ) -> Result<Response, Problem> {
     let settings = hub.settings();
+    let rights = auth::rights(&hub, &headers, &uri, Action::Read)?;
     let filter = parse_topics(&uri, settings.max_topics)?;
+    auth::check_read(rights.as_ref(), &filter)?;
     if hub.is_shutting_down() {
         return Err(shutting_down());
     }

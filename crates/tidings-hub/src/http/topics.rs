@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::Json;
-use http::Uri;
+use http::{HeaderMap, Uri};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use tidings::EventId;
 
+use super::auth::{self, Action, TOKEN_PARAMETER};
 use super::problem::Problem;
 use crate::engine::StoredEvent;
 use crate::hub::Hub;
@@ -34,8 +35,14 @@ struct TopicRow {
 }
 
 /// `GET /topics`: every topic with events or subscribers, the number of open streams,
-/// and `head`, the newest id stored (any topic).
-pub async fn list(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, Problem> {
+/// and `head`, the newest id stored (any topic). When reads take a token, only the topics
+/// it grants are listed.
+pub async fn list(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<Value>, Problem> {
+    let rights = auth::rights(&hub, &headers, &uri, Action::Read)?;
     let head = hub.engine().head().await.map_err(Problem::from)?;
     let mut rows: BTreeMap<Topic, TopicRow> = BTreeMap::new();
     for info in hub.engine().topics().await.map_err(Problem::from)? {
@@ -58,6 +65,9 @@ pub async fn list(State(hub): State<Arc<Hub>>) -> Result<Json<Value>, Problem> {
             retained: 0,
             published: 0,
         });
+    }
+    if let Some(rights) = &rights {
+        rows.retain(|topic, _| rights.may_subscribe(&TopicPattern::Exact(topic.clone())));
     }
     for row in rows.values_mut() {
         row.subscribers = hub.fanout().subscribers_of(&row.topic);
@@ -100,11 +110,13 @@ impl<'a> From<&'a Arc<StoredEvent>> for EventRow<'a> {
 pub async fn history(
     State(hub): State<Arc<Hub>>,
     Path(path): Path<String>,
+    headers: HeaderMap,
     uri: Uri,
 ) -> Result<Json<Value>, Problem> {
     let Some(name) = path.strip_suffix("/events").filter(|n| !n.is_empty()) else {
         return Err(super::problem::not_found(uri).await);
     };
+    let rights = auth::rights(&hub, &headers, &uri, Action::Read)?;
     let pattern = TopicPattern::parse(name).map_err(Problem::from)?;
     let mut after = EventId::ZERO;
     let mut limit = DEFAULT_LIMIT;
@@ -124,7 +136,7 @@ pub async fn history(
                     Problem::bad_request("invalid-id", "Invalid event id", format!("after: {e}"))
                 })?;
             }
-            "after" => {}
+            "after" | TOKEN_PARAMETER => {}
             "limit" => {
                 limit = value
                     .parse::<usize>()
@@ -142,12 +154,15 @@ pub async fn history(
                 return Err(Problem::bad_request(
                     "unknown-parameter",
                     "Unknown parameter",
-                    format!("unknown query parameter `{other}`; use after and limit"),
+                    format!(
+                        "unknown query parameter `{other}`; use after, limit and {TOKEN_PARAMETER}"
+                    ),
                 ))
             }
         }
     }
     let filter = TopicFilter::parse([pattern.to_string()]).map_err(Problem::from)?;
+    auth::check_read(rights.as_ref(), &filter)?;
     let batch = hub
         .engine()
         .read_after(&filter, after, limit)

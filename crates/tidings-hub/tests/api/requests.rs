@@ -314,10 +314,9 @@ async fn cors_preflight_allows_exactly_the_configured_origin() {
     let allowed_headers = ok
         .header("access-control-allow-headers")
         .unwrap_or_default();
-    assert!(
-        allowed_headers.contains("last-event-id"),
-        "{allowed_headers}"
-    );
+    for needed in ["last-event-id", "authorization"] {
+        assert!(allowed_headers.contains(needed), "{allowed_headers}");
+    }
 
     let other = preflight("http://evil.test").await;
     assert_eq!(other.header("access-control-allow-origin"), None);
