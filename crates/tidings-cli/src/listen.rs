@@ -28,6 +28,16 @@ pub struct ListenArgs {
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = crate::parse_header)]
     headers: Vec<(String, String)>,
 
+    /// Send `Authorization: Bearer TOKEN`, for hubs that take tokens (`tidings token`
+    /// makes one).
+    #[arg(
+        long,
+        env = "TIDINGS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+
     /// Resume after this event id: sent as Last-Event-ID on the first request.
     #[arg(long, value_name = "ID")]
     last_event_id: Option<String>,
@@ -83,7 +93,8 @@ pub fn run(args: ListenArgs) -> ExitCode {
 
 async fn listen(args: ListenArgs) -> ExitCode {
     let mut builder = EventSource::builder(&args.url).reconnect(!args.no_reconnect);
-    for (name, value) in &args.headers {
+    let token = args.token.as_deref().map(crate::bearer_header);
+    for (name, value) in args.headers.iter().chain(&token) {
         builder = builder.header(name, value);
     }
     if let Some(id) = &args.last_event_id {

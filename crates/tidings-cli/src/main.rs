@@ -1,7 +1,8 @@
 //! `tidings`: the Tidings hub and its tools in one binary.
 //!
 //! `tidings serve` (the default) runs the hub; `tidings listen URL` prints an event stream;
-//! `tidings publish` sends events to a hub; `tidings bench` measures delivery.
+//! `tidings publish` sends events to a hub; `tidings bench` measures delivery;
+//! `tidings token` makes tokens for hubs that take them.
 
 use std::process::ExitCode;
 
@@ -11,6 +12,7 @@ mod bench;
 mod listen;
 mod publish;
 mod serve;
+mod token;
 
 /// Exit codes, the same for every subcommand, so scripts can tell failures apart.
 pub(crate) mod exit {
@@ -62,7 +64,19 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Load any SSE server with subscribers and a publisher, and measure delivery.
     Bench(bench::BenchArgs),
+    /// Make a token (JWT) for a hub run with --jwt-secret, granting topics to publish to
+    /// and to subscribe to.
+    #[command(after_help = TOKEN_EXAMPLES)]
+    Token(token::TokenArgs),
 }
+
+/// Examples, as `tidings token --help` shows them.
+const TOKEN_EXAMPLES: &str = "\
+Examples:
+  export TIDINGS_JWT_SECRET=\"$(openssl rand -base64 32)\"   # the hub's and the tool's
+  tidings serve &                                            # publishing now takes a token
+  tidings publish --token \"$(tidings token --publish 'orders')\" -t orders '{\"id\":42}'
+  tidings token --subscribe 'chat/*' --ttl 12h              # for EventSource: ?access_token=";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -71,6 +85,7 @@ fn main() -> ExitCode {
         Command::Listen(args) => listen::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Token(args) => token::run(args),
     }
 }
 
@@ -85,6 +100,11 @@ pub(crate) fn has_invalid_port(uri: &http::Uri) -> bool {
         .rsplit_once(':')
         .is_some_and(|(_, port)| !port.is_empty() && !port.contains(']'));
     written && authority.port().is_none()
+}
+
+/// The header a `--token` argument is sent as.
+pub(crate) fn bearer_header(token: &str) -> (String, String) {
+    ("Authorization".to_owned(), format!("Bearer {token}"))
 }
 
 /// Parses a `--header` argument written `Name: value`.

@@ -249,3 +249,119 @@ fn the_redis_engine_says_when_redis_cannot_be_reached() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is not a Redis URL"), "{stderr}");
 }
+
+/// Runs `tidings ARGS` with `TIDINGS_JWT_SECRET` set to `secret`, and returns its exit code
+/// and standard output and error.
+fn tidings_with_secret(secret: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .env("TIDINGS_JWT_SECRET", secret)
+        .env_remove("TIDINGS_TOKEN")
+        .args(args)
+        .output()
+        .expect("tidings runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tokens_from_tidings_token_let_publish_and_listen_in() {
+    const SECRET: &str = "a secret shared by the hub and the tool";
+    let (mut child, addr) = start_hub(&["--jwt-secret", SECRET, "--subscribe-auth", "token"]);
+    let url = format!("http://{addr}");
+    let run = |args: &[&str]| tidings_with_secret(SECRET, args);
+
+    // Without a token: the hub's 401, exit code 4, and what to do.
+    let (code, _, stderr) = run(&["publish", "--url", &url, "-t", "news", "x"]);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("tidings token"),
+        "{stderr}"
+    );
+
+    let (code, publisher, stderr) = run(&["token", "--publish", "news", "--ttl", "10m"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, first, stderr) = run(&[
+        "publish", "--url", &url, "--token", &publisher, "-t", "news", "one",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = run(&[
+        "publish", "--url", &url, "--token", &publisher, "-t", "news", "two",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // The publish token grants `news` only.
+    let (code, _, stderr) = run(&[
+        "publish", "--url", &url, "--token", &publisher, "-t", "other", "x",
+    ]);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("403"), "{stderr}");
+
+    let (code, reader, stderr) = run(&["token", "--subscribe", "news"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let stream = format!("{url}/events?topic=news");
+    let listen = |token: &str| {
+        let mut args = vec!["listen", "--no-reconnect", "--max-events", "1", "--json"];
+        args.extend(["--last-event-id", &first, "--token", token, &stream]);
+        run(&args)
+    };
+    let (code, line, stderr) = listen(&reader);
+    assert_eq!(code, Some(0), "{stderr}");
+    let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(event["data"], "two");
+    // A token made with another secret is refused: exit code 4.
+    let (_, foreign, _) = tidings_with_secret("another secret entirely", &["token", "-s", "news"]);
+    let (code, _, stderr) = listen(&foreign);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+
+    send_signal(&child, "-TERM");
+    assert_eq!(wait_for_exit(&mut child).code(), Some(0));
+}
+
+#[test]
+fn tidings_token_refuses_what_cannot_work() {
+    for (args, expected) in [
+        (&["token"][..], "grants nothing"),
+        (&["token", "--publish", "chat*"][..], "--publish \"chat*\""),
+        (&["token", "--subscribe", ""][..], "--subscribe \"\""),
+        (&["token", "-p", "a", "--ttl", "soon"][..], "not a duration"),
+    ] {
+        let (code, stdout, stderr) = tidings_with_secret("s", args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let (code, _, stderr) = tidings_with_secret("", &["token", "-p", "a"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("secret is empty"), "{stderr}");
+    // The hub refuses token settings without a key, and two keys.
+    let output = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .env_remove("TIDINGS_JWT_SECRET")
+        .args([
+            "serve",
+            "--memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--publish-auth",
+            "token",
+        ])
+        .output()
+        .expect("tidings runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("publish_auth = token needs a key"),
+        "{stderr}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .env("TIDINGS_JWT_SECRET", "a secret")
+        .args(["serve", "--memory", "--listen", "127.0.0.1:0"])
+        .args(["--jwt-public-key", "key.pem"])
+        .output()
+        .expect("tidings runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--jwt-public-key"), "{stderr}");
+}

@@ -30,7 +30,7 @@
 //!     publish: vec![TopicPattern::parse("orders")?],
 //!     subscribe: vec![TopicPattern::parse("chat/*")?],
 //! };
-//! let token = issue(secret, &rights, None)?;
+//! let token = issue(secret, &rights, None, None)?;
 //! let verifier = Verifier::from_secret(secret, None);
 //! assert_eq!(verifier.verify(&token)?, rights);
 //! # Ok::<(), tidings_hub::Error>(())
@@ -162,14 +162,19 @@ struct RightsClaim {
     subscribe: Vec<String>,
 }
 
+/// The claims this module reads and writes. `exp`, `iat` and `aud` are written by
+/// [`issue`] and checked by `jsonwebtoken` (which takes every form they may have, such as
+/// a fractional `exp` or a list of audiences), not read here.
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     #[serde(default)]
     tidings: Option<RightsClaim>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
     exp: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
     iat: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    aud: Option<String>,
 }
 
 /// Checks tokens against the hub's key.
@@ -287,11 +292,16 @@ impl Verifier {
 }
 
 /// Makes an HS256 token granting `rights`, signed with `secret`, expiring after `ttl`
-/// (`None`: never).
+/// (`None`: never), for `audience` when given (its `aud` claim).
 ///
 /// # Errors
 /// [`ErrorKind::InvalidToken`] when signing fails (it does not with a secret).
-pub fn issue(secret: &[u8], rights: &Rights, ttl: Option<Duration>) -> Result<String, Error> {
+pub fn issue(
+    secret: &[u8],
+    rights: &Rights,
+    ttl: Option<Duration>,
+    audience: Option<&str>,
+) -> Result<String, Error> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -303,6 +313,7 @@ pub fn issue(secret: &[u8], rights: &Rights, ttl: Option<Duration>) -> Result<St
         }),
         exp: ttl.map(|ttl| now.saturating_add(ttl.as_secs().max(1))),
         iat: Some(now),
+        aud: audience.map(str::to_owned),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

@@ -55,7 +55,7 @@ fn issued_tokens_verify_to_their_rights() {
         publish: patterns(&["orders", "chat/*"]),
         subscribe: patterns(&["*"]),
     };
-    let token = issue(SECRET, &rights, Some(Duration::from_secs(3600))).expect("issue");
+    let token = issue(SECRET, &rights, Some(Duration::from_secs(3600)), None).expect("issue");
     let verifier = Verifier::from_secret(SECRET, None);
     assert_eq!(verifier.verify(&token).expect("valid"), rights);
     let claims = claims_of(&token);
@@ -63,7 +63,7 @@ fn issued_tokens_verify_to_their_rights() {
     let exp = claims["exp"].as_u64().expect("exp");
     assert!(exp >= now() + 3590 && exp <= now() + 3600, "{exp}");
 
-    let forever = issue(SECRET, &rights, None).expect("issue");
+    let forever = issue(SECRET, &rights, None, None).expect("issue");
     let claims = claims_of(&forever);
     assert!(claims.get("exp").is_none(), "no ttl, no exp: {claims}");
     assert_eq!(verifier.verify(&forever).expect("valid"), rights);
@@ -96,6 +96,15 @@ fn a_token_without_the_claim_grants_nothing() {
         .verify(&hs256(&json!({"sub": "x"})))
         .expect("valid");
     assert_eq!(rights, Rights::default());
+}
+
+#[test]
+fn numeric_dates_may_have_fractions() {
+    let verifier = Verifier::from_secret(SECRET, None);
+    let exp = now() as f64 + 600.5;
+    let token = hs256(&json!({"exp": exp, "iat": 1.5, "tidings": {"publish": ["a"]}}));
+    let rights = verifier.verify(&token).expect("valid");
+    assert_eq!(rights.publish, patterns(&["a"]));
 }
 
 #[test]
@@ -140,6 +149,8 @@ fn unsigned_and_other_algorithm_tokens_are_refused() {
 #[test]
 fn the_audience_is_required_when_set() {
     let verifier = Verifier::from_secret(SECRET, Some("hub-1"));
+    let issued = issue(SECRET, &Rights::default(), None, Some("hub-1")).expect("issue");
+    assert!(verifier.verify(&issued).is_ok());
     assert!(verifier.verify(&hs256(&json!({"aud": "hub-1"}))).is_ok());
     assert!(verifier
         .verify(&hs256(&json!({"aud": ["other", "hub-1"]})))

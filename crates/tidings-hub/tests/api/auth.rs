@@ -26,7 +26,13 @@ fn token(publish: &[&str], subscribe: &[&str]) -> String {
         publish: patterns(publish),
         subscribe: patterns(subscribe),
     };
-    issue(SECRET.as_bytes(), &rights, Some(Duration::from_secs(600))).expect("token")
+    issue(
+        SECRET.as_bytes(),
+        &rights,
+        Some(Duration::from_secs(600)),
+        None,
+    )
+    .expect("token")
 }
 
 async fn hub_with(publish: Access, subscribe: Access) -> TestHub {
