@@ -1,6 +1,8 @@
 //! The page in a real browser: headless Chromium, driven through chromedriver's WebDriver
 //! HTTP API, loads `/`, receives a published event through a real `EventSource`, and
-//! catches up with `?lastEventId=` after its connection is dropped and restored.
+//! catches up with `?lastEventId=` after its connection is dropped and restored; on a hub
+//! that takes tokens, it says why it was refused, then subscribes and publishes with the
+//! token it is given.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver`. Without them the test
 //! prints `skipped: browser test (install chromium chromium-driver)` and passes, unless
@@ -20,12 +22,39 @@ use http::Method;
 use serde_json::{json, Value};
 
 use common::{request, TestHub};
+use tidings_hub::auth::{issue, Access, AuthSettings, JwtKey, Rights};
+use tidings_hub::engine::NewEvent;
+use tidings_hub::topics::{Topic, TopicPattern};
+use tidings_hub::Settings;
 
 /// Browser start-up is slow on a busy machine; this bounds every wait in this test.
 const BROWSER_PATIENCE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_shows_live_events_and_catches_up_after_the_connection_drops() {
+    in_browser(Scenario::CatchUp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_sends_its_token_to_a_hub_that_takes_tokens() {
+    in_browser(Scenario::Token).await;
+}
+
+/// What a browser test does with the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// Live events, and the catch-up after the connection is dropped and restored.
+    CatchUp,
+    /// A hub that takes tokens for publishing and subscribing: refused without one, and
+    /// the page subscribes and publishes once it is given one.
+    Token,
+}
+
+const SECRET: &str = "a secret for the browser test, 32+ bytes";
+
+/// Starts a hub for `scenario`, chromedriver and Chromium, runs the scenario, and stops
+/// them all whatever happened.
+async fn in_browser(scenario: Scenario) {
     let (Some(chromium), Some(chromedriver)) =
         (find_program("chromium"), find_program("chromedriver"))
     else {
@@ -36,7 +65,21 @@ async fn page_shows_live_events_and_catches_up_after_the_connection_drops() {
         return;
     };
 
-    let hub = TestHub::start_default().await;
+    let hub = match scenario {
+        Scenario::CatchUp => TestHub::start_default().await,
+        Scenario::Token => {
+            TestHub::start(Settings {
+                auth: AuthSettings {
+                    key: Some(JwtKey::Secret(SECRET.to_owned())),
+                    audience: None,
+                    publish: Access::Token,
+                    subscribe: Access::Token,
+                },
+                ..Settings::default()
+            })
+            .await
+        }
+    };
     let driver_port = free_port();
     let mut driver = Command::new(&chromedriver)
         .arg(format!("--port={driver_port}"))
@@ -54,6 +97,7 @@ async fn page_shows_live_events_and_catches_up_after_the_connection_drops() {
     let mut session: Option<String> = None;
     let outcome = std::panic::AssertUnwindSafe(drive_page(
         &hub,
+        scenario,
         driver_addr,
         &chromium,
         &profile,
@@ -91,6 +135,7 @@ async fn page_shows_live_events_and_catches_up_after_the_connection_drops() {
 
 async fn drive_page(
     hub: &TestHub,
+    scenario: Scenario,
     driver: SocketAddr,
     chromium: &Path,
     profile: &Path,
@@ -138,47 +183,62 @@ async fn drive_page(
         Some(json!({ "url": page })),
     )
     .await;
-    wait_for_state(driver, &base, "open").await;
+    match scenario {
+        Scenario::CatchUp => catch_up(hub, driver, &base).await,
+        Scenario::Token => with_a_token(hub, driver, &base).await,
+    }
+
+    // TIDINGS_SCREENSHOT=page.png keeps a picture of the page as the test left it.
+    if let Some(path) = std::env::var_os("TIDINGS_SCREENSHOT") {
+        let shot = webdriver(driver, Method::GET, &format!("{base}/screenshot"), None).await;
+        if let Some(png) = shot["value"].as_str().and_then(decode_base64) {
+            let _ = std::fs::write(path, png);
+        }
+    }
+}
+
+async fn catch_up(hub: &TestHub, driver: SocketAddr, base: &str) {
+    wait_for_state(driver, base, "open").await;
 
     // Dropped before any event arrived, the page still resumes where its subscription
     // started: what was published meanwhile is replayed.
-    click(driver, &base, "toggle").await;
-    wait_for_state(driver, &base, "closed").await;
+    click(driver, base, "toggle").await;
+    wait_for_state(driver, base, "closed").await;
     let early = hub.publish("demo", "missed before any event").await;
-    click(driver, &base, "toggle").await;
-    let rows = wait_for_rows(driver, &base, &[early.as_str()]).await;
+    click(driver, base, "toggle").await;
+    let rows = wait_for_rows(driver, base, &[early.as_str()]).await;
     assert!(rows[0].replayed, "{rows:?}");
-    wait_for_state(driver, &base, "open").await;
-    click(driver, &base, "clear").await;
-    wait_for_rows(driver, &base, &[]).await;
+    wait_for_state(driver, base, "open").await;
+    click(driver, base, "clear").await;
+    wait_for_rows(driver, base, &[]).await;
 
     // A published event arrives through the page's EventSource.
     let first = hub.publish("demo", "hello from the test").await;
-    let rows = wait_for_rows(driver, &base, &[first.as_str()]).await;
+    let rows = wait_for_rows(driver, base, &[first.as_str()]).await;
     assert_eq!(rows[0].data, "hello from the test");
     assert!(!rows[0].replayed);
 
     // Drop the connection, publish while it is down, restore: the page catches up.
-    click(driver, &base, "toggle").await;
-    wait_for_state(driver, &base, "closed").await;
+    click(driver, base, "toggle").await;
+    wait_for_state(driver, base, "closed").await;
     let missed = [
         hub.publish("demo", "missed one").await,
         hub.publish("demo", "missed two").await,
     ];
-    click(driver, &base, "toggle").await;
+    click(driver, base, "toggle").await;
     let expected = [first.as_str(), missed[0].as_str(), missed[1].as_str()];
-    let rows = wait_for_rows(driver, &base, &expected).await;
+    let rows = wait_for_rows(driver, base, &expected).await;
     assert!(
         rows[1].replayed && rows[2].replayed,
         "caught-up events are marked: {rows:?}"
     );
-    wait_for_state(driver, &base, "open").await;
+    wait_for_state(driver, base, "open").await;
 
     // And it is live again.
     let live = hub.publish("demo", "live again").await;
     let rows = wait_for_rows(
         driver,
-        &base,
+        base,
         &[
             first.as_str(),
             missed[0].as_str(),
@@ -188,14 +248,65 @@ async fn drive_page(
     )
     .await;
     assert!(!rows[3].replayed, "{rows:?}");
+}
 
-    // TIDINGS_SCREENSHOT=page.png keeps a picture of the page as the test left it.
-    if let Some(path) = std::env::var_os("TIDINGS_SCREENSHOT") {
-        let shot = webdriver(driver, Method::GET, &format!("{base}/screenshot"), None).await;
-        if let Some(png) = shot["value"].as_str().and_then(decode_base64) {
-            let _ = std::fs::write(path, png);
-        }
-    }
+async fn with_a_token(hub: &TestHub, driver: SocketAddr, base: &str) {
+    // Without a token the stream is refused, and the page says why.
+    wait_for_state(driver, base, "closed").await;
+    let shown = wait_for_text(driver, base, "stream-error").await;
+    assert!(
+        shown.contains("Unauthorized") && shown.contains("access_token"),
+        "{shown}"
+    );
+
+    // Given a token, it subscribes (the token in the query) and sees events.
+    let rights = Rights {
+        publish: vec![TopicPattern::parse("demo").expect("topic")],
+        subscribe: vec![TopicPattern::parse("demo").expect("topic")],
+    };
+    let token = issue(
+        SECRET.as_bytes(),
+        &rights,
+        Some(Duration::from_secs(600)),
+        None,
+    )
+    .expect("token");
+    let set_token = format!(
+        "const t = document.getElementById('token'); t.value = {}; \
+         t.dispatchEvent(new Event('change')); return true;",
+        json!(token)
+    );
+    execute(driver, base, &set_token).await;
+    wait_for_state(driver, base, "open").await;
+    let event = NewEvent {
+        topics: vec![Topic::new("demo").expect("topic")],
+        event_type: None,
+        data: "for token holders".to_owned(),
+        retry: None,
+    };
+    let stored = hub.hub.publish(vec![event]).await.expect("stored");
+    let id = stored[0].id.to_string();
+    let rows = wait_for_rows(driver, base, &[id.as_str()]).await;
+    assert_eq!(rows[0].data, "for token holders");
+
+    // The page's publish form sends the token too.
+    click(driver, base, "publish").await;
+    let result = wait_for_text(driver, base, "publish-result").await;
+    assert!(result.starts_with("stored as "), "{result}");
+    let published = result.trim_start_matches("stored as ").to_owned();
+    wait_for_rows(driver, base, &[id.as_str(), published.as_str()]).await;
+}
+
+/// Waits until the element `element_id` has text, and returns it.
+async fn wait_for_text(driver: SocketAddr, base: &str, element_id: &str) -> String {
+    let script = format!("return document.getElementById('{element_id}').textContent;");
+    let what = format!("#{element_id} to show a text");
+    let script = script.as_str();
+    wait_for(&what, || async move {
+        let text = execute(driver, base, script).await;
+        text.as_str().filter(|t| !t.is_empty()).map(str::to_owned)
+    })
+    .await
 }
 
 /// Standard base64 (WebDriver screenshots), without a dependency for one test.

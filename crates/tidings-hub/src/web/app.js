@@ -24,6 +24,14 @@
     if (!x || !y) return false;
     return x[0] < y[0] || (x[0] === y[0] && x[1] <= y[1]);
   }
+  // The token this page sends, if any: from the field, kept for this tab's session.
+  function token() {
+    return $("token").value.trim();
+  }
+  function authHeaders() {
+    return token() ? { Authorization: "Bearer " + token() } : {};
+  }
+
   function words(text) {
     return text.split(/[\s,]+/).map((w) => w.trim()).filter(Boolean);
   }
@@ -46,6 +54,8 @@
     const params = new URLSearchParams();
     for (const t of words($("topics").value)) params.append("topic", t);
     if (withLastId && resumePoint()) params.set("lastEventId", resumePoint());
+    // EventSource cannot send headers: the token goes in the query.
+    if (token()) params.set("access_token", token());
     return "/events?" + params.toString();
   }
 
@@ -53,7 +63,7 @@
   // history being replayed, not live.
   async function fetchHead() {
     try {
-      const res = await fetch("/topics", { cache: "no-store" });
+      const res = await fetch("/topics", { cache: "no-store", headers: authHeaders() });
       const body = await res.json();
       return body.head || null;
     } catch (e) {
@@ -67,7 +77,8 @@
     if (!resume) startedAt = (await fetchHead()) || "";
     replayUpTo = resume && resumePoint() ? await fetchHead() : null;
     const url = streamUrl(resume);
-    $("stream-url").textContent = url;
+    $("stream-url").textContent = token() ? url.replace(/access_token=[^&]*/, "access_token=…") : url;
+    $("stream-error").textContent = "";
     setState("connecting");
     source = new EventSource(url);
     listened = new Set();
@@ -76,6 +87,7 @@
     source.onerror = async () => {
       if (source.readyState === EventSource.CLOSED) {
         setState("closed");
+        explainRefusal(url);
         return;
       }
       // The browser reconnects by itself, sending Last-Event-ID: mark what it replays.
@@ -85,6 +97,23 @@
     };
     $("toggle").disabled = false;
     $("toggle").textContent = "Drop connection";
+  }
+
+  // EventSource gives up on an answer other than 200 without saying why: ask once more
+  // with fetch to show the hub's problem detail (e.g. a missing or expired token).
+  async function explainRefusal(url) {
+    const abort = new AbortController();
+    try {
+      const res = await fetch(url, { signal: abort.signal, cache: "no-store" });
+      if (!res.ok) {
+        const problem = await res.json();
+        $("stream-error").textContent = problem.title + ": " + problem.detail;
+      }
+    } catch (e) {
+      // The hub is unreachable: the state already says closed.
+    } finally {
+      abort.abort();
+    }
   }
 
   function listenAll() {
@@ -171,7 +200,7 @@
     try {
       const res = await fetch("/publish", {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: Object.assign({ "Content-Type": "application/json" }, authHeaders()),
         body: JSON.stringify(body),
       });
       const json = await res.json();
@@ -181,6 +210,20 @@
       out.className = "hint error";
       out.textContent = "publish failed: " + e;
     }
+  });
+
+  // A token can be handed over in the page's fragment (/#access_token=…, which browsers
+  // never send to a server); it is kept for this tab's session.
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get("access_token")) {
+    sessionStorage.setItem("tidings-token", fragment.get("access_token"));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  $("token").value = sessionStorage.getItem("tidings-token") || "";
+  $("token").addEventListener("change", () => {
+    sessionStorage.setItem("tidings-token", token());
+    lastId = "";
+    connect(false);
   });
 
   // Topics can be given in the page's own URL: /?topic=a&topic=chat/*
