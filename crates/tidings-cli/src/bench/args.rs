@@ -56,8 +56,8 @@ pub struct BenchArgs {
     /// http://127.0.0.1:8080/events?topic=a
     pub url: String,
 
-    /// How many subscriber connections to open.
-    #[arg(long, short = 'c', value_name = "N", default_value_t = 100)]
+    /// How many subscriber connections to open (at least 1: a bench measures delivery).
+    #[arg(long, short = 'c', value_name = "N", default_value_t = 100, value_parser = at_least_one)]
     pub connections: usize,
 
     /// Open at most this many connections per second.
@@ -178,6 +178,15 @@ fn per_second(text: &str) -> Result<f64, String> {
         ));
     }
     Ok(value)
+}
+
+/// A connection count: a whole number, at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("`0`: a bench needs at least one subscriber to measure delivery".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
 }
 
 /// The longest time any of the bench's durations may be (a year).
@@ -376,6 +385,14 @@ mod tests {
     fn a_template_needs_seq_and_numeric_padding() {
         assert!(Template::parse("{ts}").is_err());
         assert!(Template::parse("{seq}{pad:x}").is_err());
+    }
+
+    #[test]
+    fn a_bench_has_at_least_one_connection() {
+        assert_eq!(at_least_one("5000"), Ok(5000));
+        assert!(at_least_one("0").is_err());
+        assert!(at_least_one("-1").is_err());
+        assert!(at_least_one("many").is_err());
     }
 
     #[test]
