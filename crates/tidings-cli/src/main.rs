@@ -79,7 +79,13 @@ Examples:
   tidings token --subscribe 'chat/*' --ttl 12h              # for EventSource: ?access_token=";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|err| {
+        let _ = err.print();
+        if let Some(variable) = environment_source(&err) {
+            eprintln!("note: that value came from the environment variable {variable}");
+        }
+        std::process::exit(err.exit_code())
+    });
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve::run(args),
         Command::Listen(args) => listen::run(args),
@@ -100,6 +106,33 @@ pub(crate) fn has_invalid_port(uri: &http::Uri) -> bool {
         .rsplit_once(':')
         .is_some_and(|(_, port)| !port.is_empty() && !port.contains(']'));
     written && authority.port().is_none()
+}
+
+/// The environment variable an invalid value came from, when it came from one: clap's
+/// message names the flag (`--max-topics <N>`), which is not what the user wrote.
+fn environment_source(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    use clap::CommandFactory;
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+    let written = std::env::args_os().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")))
+    });
+    if written {
+        return None;
+    }
+    let command = Cli::command();
+    let variable = std::iter::once(&command)
+        .chain(command.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .filter(|a| a.get_long() == Some(long))
+        .find_map(|a| a.get_env())
+        .filter(|name| std::env::var_os(name).is_some())
+        .map(|name| name.to_string_lossy().into_owned());
+    variable
 }
 
 /// The header a `--token` argument is sent as.

@@ -136,6 +136,19 @@ fn invalid_settings_exit_with_the_usage_code() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("max_topics must be at least 1"), "{stderr}");
+
+    // A value from the environment is named as such (clap names the flag).
+    let output = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .env("TIDINGS_SLOW_CLIENT", "fast")
+        .args(["serve", "--memory", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("tidings runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("'fast'") && stderr.contains("environment variable TIDINGS_SLOW_CLIENT"),
+        "{stderr}"
+    );
 }
 
 /// Started under a low open-files limit (as shells and systemd start services), the hub
