@@ -28,15 +28,8 @@ pub struct ListenArgs {
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = crate::parse_header)]
     headers: Vec<(String, String)>,
 
-    /// Send `Authorization: Bearer TOKEN`, for hubs that take tokens (`tidings token`
-    /// makes one).
-    #[arg(
-        long,
-        env = "TIDINGS_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
+    #[command(flatten)]
+    token: crate::TokenArg,
 
     /// Resume after this event id: sent as Last-Event-ID on the first request.
     #[arg(long, value_name = "ID")]
@@ -93,7 +86,7 @@ pub fn run(args: ListenArgs) -> ExitCode {
 
 async fn listen(args: ListenArgs) -> ExitCode {
     let mut builder = EventSource::builder(&args.url).reconnect(!args.no_reconnect);
-    let token = args.token.as_deref().map(crate::bearer_header);
+    let token = args.token.header();
     for (name, value) in args.headers.iter().chain(&token) {
         builder = builder.header(name, value);
     }

@@ -135,9 +135,26 @@ fn environment_source(err: &clap::Error) -> Option<String> {
     variable
 }
 
-/// The header a `--token` argument is sent as.
-pub(crate) fn bearer_header(token: &str) -> (String, String) {
-    ("Authorization".to_owned(), format!("Bearer {token}"))
+/// `--token`, for the subcommands that talk to a hub.
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct TokenArg {
+    /// Send `Authorization: Bearer TOKEN`, for hubs that take tokens (`tidings token`
+    /// makes one).
+    #[arg(
+        long,
+        env = "TIDINGS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+impl TokenArg {
+    /// The header the token is sent as, if one was given.
+    pub(crate) fn header(&self) -> Option<(String, String)> {
+        let token = self.token.as_deref()?;
+        Some(("Authorization".to_owned(), format!("Bearer {token}")))
+    }
 }
 
 /// Parses a `--header` argument written `Name: value`.

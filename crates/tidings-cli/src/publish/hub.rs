@@ -40,7 +40,7 @@ impl Hub {
     pub(super) fn new(args: &PublishArgs) -> Result<Hub, Failure> {
         let usage = |message: String| Failure::new(exit::USAGE, message);
         let endpoint = publish_endpoint(&args.url).map_err(usage)?;
-        let token = args.token.as_deref().map(crate::bearer_header);
+        let token = args.token.header();
         let headers = args
             .headers
             .iter()

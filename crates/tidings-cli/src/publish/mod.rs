@@ -53,15 +53,8 @@ pub struct PublishArgs {
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = crate::parse_header)]
     headers: Vec<(String, String)>,
 
-    /// Send `Authorization: Bearer TOKEN`, for hubs that take tokens (`tidings token`
-    /// makes one).
-    #[arg(
-        long,
-        env = "TIDINGS_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
+    #[command(flatten)]
+    token: crate::TokenArg,
 
     /// With --stdin, how many lines to send per request (at most).
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -320,7 +313,7 @@ mod tests {
             retry: None,
             url: String::new(),
             headers: Vec::new(),
-            token: None,
+            token: crate::TokenArg::default(),
             batch,
             batch_bytes,
             timeout: 1,
