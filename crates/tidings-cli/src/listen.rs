@@ -86,8 +86,14 @@ pub fn run(args: ListenArgs) -> ExitCode {
 
 async fn listen(args: ListenArgs) -> ExitCode {
     let mut builder = EventSource::builder(&args.url).reconnect(!args.no_reconnect);
-    let token = args.token.header();
-    for (name, value) in args.headers.iter().chain(&token) {
+    let headers = match args.token.add_to(&args.headers) {
+        Ok(headers) => headers,
+        Err(message) => {
+            eprintln!("tidings listen: {message}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    for (name, value) in &headers {
         builder = builder.header(name, value);
     }
     if let Some(id) = &args.last_event_id {

@@ -81,8 +81,8 @@ Examples:
 fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|err| {
         let _ = err.print();
-        if let Some(variable) = environment_source(&err) {
-            eprintln!("note: that value came from the environment variable {variable}");
+        if let Some((flag, variable)) = environment_source(&err) {
+            eprintln!("note: {flag} came from the environment variable {variable}");
         }
         std::process::exit(err.exit_code())
     });
@@ -108,31 +108,37 @@ pub(crate) fn has_invalid_port(uri: &http::Uri) -> bool {
     written && authority.port().is_none()
 }
 
-/// The environment variable an invalid value came from, when it came from one: clap's
-/// message names the flag (`--max-topics <N>`), which is not what the user wrote.
-fn environment_source(err: &clap::Error) -> Option<String> {
+/// The flag and the environment variable it came from, when clap's error names a flag
+/// the user did not write but set through its `TIDINGS_*` variable (clap names the flag,
+/// e.g. `--max-topics <N>`, in both cases).
+fn environment_source(err: &clap::Error) -> Option<(String, String)> {
     use clap::error::{ContextKind, ContextValue};
     use clap::CommandFactory;
-    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
-        return None;
-    };
-    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
-    let written = std::env::args_os().any(|a| {
-        a.to_str()
-            .is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")))
-    });
-    if written {
-        return None;
-    }
     let command = Cli::command();
-    let variable = std::iter::once(&command)
-        .chain(command.get_subcommands())
-        .flat_map(|c| c.get_arguments())
-        .filter(|a| a.get_long() == Some(long))
-        .find_map(|a| a.get_env())
-        .filter(|name| std::env::var_os(name).is_some())
-        .map(|name| name.to_string_lossy().into_owned());
-    variable
+    [ContextKind::InvalidArg, ContextKind::PriorArg]
+        .into_iter()
+        .filter_map(|kind| match err.get(kind) {
+            Some(ContextValue::String(arg)) => Some(arg.clone()),
+            _ => None,
+        })
+        .find_map(|arg| {
+            let long = arg.strip_prefix("--")?.split([' ', '=']).next()?.to_owned();
+            let written = std::env::args_os().any(|a| {
+                a.to_str().is_some_and(|a| {
+                    a == format!("--{long}") || a.starts_with(&format!("--{long}="))
+                })
+            });
+            if written {
+                return None;
+            }
+            std::iter::once(&command)
+                .chain(command.get_subcommands())
+                .flat_map(|c| c.get_arguments())
+                .filter(|a| a.get_long() == Some(long.as_str()))
+                .find_map(|a| a.get_env())
+                .filter(|name| std::env::var_os(name).is_some())
+                .map(|name| (format!("--{long}"), name.to_string_lossy().into_owned()))
+        })
 }
 
 /// `--token`, for the subcommands that talk to a hub.
@@ -150,10 +156,29 @@ pub(crate) struct TokenArg {
 }
 
 impl TokenArg {
-    /// The header the token is sent as, if one was given.
-    pub(crate) fn header(&self) -> Option<(String, String)> {
-        let token = self.token.as_deref()?;
-        Some(("Authorization".to_owned(), format!("Bearer {token}")))
+    /// `headers` (from `--header`) with the token's `Authorization` header added.
+    ///
+    /// # Errors
+    /// A message for people when `headers` has an `Authorization` header too: the hub
+    /// refuses a request with two.
+    pub(crate) fn add_to(
+        &self,
+        headers: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut all = headers.to_vec();
+        if let Some(token) = &self.token {
+            if headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+            {
+                return Err(
+                    "give the token with --token or with -H 'Authorization: …', not both"
+                        .to_owned(),
+                );
+            }
+            all.push(("Authorization".to_owned(), format!("Bearer {token}")));
+        }
+        Ok(all)
     }
 }
 

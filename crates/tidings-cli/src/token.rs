@@ -58,6 +58,9 @@ fn make(args: &TokenArgs) -> Result<String, String> {
     if args.secret.0.is_empty() {
         return Err("the secret is empty; give the hub's jwt_secret".to_owned());
     }
+    if args.audience.as_deref() == Some("") {
+        return Err("--audience is empty; name the hub's jwt_audience, or leave it out".to_owned());
+    }
     if args.publish.is_empty() && args.subscribe.is_empty() {
         return Err(
             "a token that grants nothing is of no use: give --publish TOPIC or --subscribe TOPIC (or both)"

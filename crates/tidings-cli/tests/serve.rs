@@ -340,6 +340,23 @@ fn tidings_token_refuses_what_cannot_work() {
         (&["token", "--publish", "chat*"][..], "--publish \"chat*\""),
         (&["token", "--subscribe", ""][..], "--subscribe \"\""),
         (&["token", "-p", "a", "--ttl", "soon"][..], "not a duration"),
+        (
+            &["token", "-p", "a", "--audience", ""][..],
+            "--audience is empty",
+        ),
+        (
+            &[
+                "publish",
+                "--token",
+                "t",
+                "-H",
+                "authorization: Bearer u",
+                "-t",
+                "a",
+                "x",
+            ][..],
+            "not both",
+        ),
     ] {
         let (code, stdout, stderr) = tidings_with_secret("s", args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");

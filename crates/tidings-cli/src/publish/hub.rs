@@ -40,11 +40,11 @@ impl Hub {
     pub(super) fn new(args: &PublishArgs) -> Result<Hub, Failure> {
         let usage = |message: String| Failure::new(exit::USAGE, message);
         let endpoint = publish_endpoint(&args.url).map_err(usage)?;
-        let token = args.token.header();
         let headers = args
-            .headers
+            .token
+            .add_to(&args.headers)
+            .map_err(usage)?
             .iter()
-            .chain(&token)
             .map(|(name, value)| {
                 let name = HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| usage(format!("`{name}` is not a valid header name")))?;

@@ -1,5 +1,7 @@
 use super::*;
 
+use std::path::Path;
+
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 
@@ -131,6 +133,54 @@ fn refusals_say_why() {
 }
 
 #[test]
+fn times_that_are_not_numbers_are_refused() {
+    let verifier = Verifier::from_secret(SECRET, None);
+    for claims in [
+        json!({"exp": "0"}),
+        json!({"exp": -1}),
+        json!({"exp": true}),
+        json!({"nbf": "9999999999"}),
+        json!({"exp": null}),
+    ] {
+        let refused = error_of(&verifier, &hs256(&claims));
+        assert!(refused.contains("not a time"), "{claims}: {refused}");
+    }
+}
+
+#[test]
+fn headers_must_name_an_algorithm_and_no_critical_extension() {
+    let verifier = Verifier::from_secret(SECRET, None);
+    let with_header = |header: &str| {
+        let good = hs256(&json!({}));
+        let (_, rest) = good.split_once('.').expect("three parts");
+        format!("{}.{rest}", URL_SAFE_NO_PAD.encode(header))
+    };
+    for (header, expected) in [
+        ("[]", "not a JSON object"),
+        ("{\"typ\":\"JWT\"}", "names no algorithm"),
+        (
+            "{\"alg\":\"HS256\",\"crit\":[\"exp\"]}",
+            "critical extensions",
+        ),
+        ("not json", "not JSON"),
+    ] {
+        let refused = error_of(&verifier, &with_header(header));
+        assert!(refused.contains(expected), "{header}: {refused}");
+    }
+    let claim_not_an_object = error_of(&verifier, &hs256(&json!({"tidings": 5})));
+    assert!(
+        claim_not_an_object.contains("not an object"),
+        "{claim_not_an_object}"
+    );
+    assert!(
+        !claim_not_an_object.contains("struct"),
+        "{claim_not_an_object}"
+    );
+    assert!(error_of(&verifier, "a.b").contains("not a JWT"));
+    assert!(error_of(&verifier, "a.b.c.d").contains("not a JWT"));
+}
+
+#[test]
 fn unsigned_and_other_algorithm_tokens_are_refused() {
     let verifier = Verifier::from_secret(SECRET, None);
     // alg "none": header {"alg":"none"}, claims granting everything, no signature.
@@ -235,7 +285,14 @@ fn settings_that_cannot_work_are_refused() {
         ..AuthSettings::default()
     };
     let err = not_a_key.validate().expect_err("not a key");
-    assert!(err.to_string().contains("holds no RSA"), "{err}");
+    assert!(err.to_string().contains("holds no PEM block"), "{err}");
+
+    let audience_without_key = AuthSettings {
+        audience: Some("hub".to_owned()),
+        ..AuthSettings::default()
+    };
+    let err = audience_without_key.validate().expect_err("no key");
+    assert!(err.to_string().contains("jwt_audience is set but"), "{err}");
 
     let empty_audience = AuthSettings {
         key: Some(JwtKey::Secret("s".repeat(32))),

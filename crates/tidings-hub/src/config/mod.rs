@@ -576,8 +576,29 @@ impl Config {
     /// # Errors
     /// [`ErrorKind::Config`] when the text is not valid TOML or has unknown keys.
     pub fn from_toml(text: &str) -> Result<Config, Error> {
-        toml::from_str(text).map_err(|e| Error::new(ErrorKind::Config, e.to_string()))
+        toml::from_str(text).map_err(|e| Error::new(ErrorKind::Config, toml_error(text, &e)))
     }
+}
+
+/// A TOML error as people read it: with the excerpt of the file it points at, unless
+/// that excerpt would show the `jwt_secret` line (logs of services keep start-up errors).
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let shown = error.to_string();
+    let quotes_the_secret = text
+        .lines()
+        .filter(|line| line.contains("jwt_secret"))
+        .any(|line| shown.contains(line.trim()));
+    if !quotes_the_secret {
+        return shown;
+    }
+    let line = error
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map_or(0, |before| before.lines().count().max(1));
+    format!(
+        "line {line}: {} (the line is not shown: it holds jwt_secret)",
+        error.message()
+    )
 }
 
 impl Settings {

@@ -1,6 +1,24 @@
 use super::*;
 
 #[test]
+fn errors_on_the_secret_line_do_not_show_the_secret() {
+    for text in [
+        "listen = \"127.0.0.1:1\"\njwt_secret = \"TopSecretValue\n",
+        "jwt_secret = [\"TopSecretValue\"]\n",
+        "jwt_secret = TopSecretValue\n",
+    ] {
+        let err = Config::from_toml(text).expect_err(text).to_string();
+        assert!(!err.contains("TopSecretValue"), "{err}");
+        assert!(err.contains("jwt_secret"), "{err}");
+    }
+    // Other errors keep their excerpt.
+    let err = Config::from_toml("max_topics = \"many\"\n")
+        .expect_err("type")
+        .to_string();
+    assert!(err.contains("max_topics = \"many\""), "{err}");
+}
+
+#[test]
 fn durations() {
     for (text, ms) in [
         ("500ms", 500),

@@ -103,7 +103,15 @@ pub(crate) fn check_read(rights: Option<&Rights>, filter: &TopicFilter) -> Resul
 
 /// The token a request carries, from where `action` may carry it.
 fn token_in(headers: &HeaderMap, uri: &Uri, action: Action) -> Result<Option<String>, Problem> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
+    let mut authorizations = headers.get_all(AUTHORIZATION).iter();
+    if let Some(value) = authorizations.next() {
+        if authorizations.next().is_some() {
+            return Err(Problem::bad_request(
+                "repeated-header",
+                "Repeated header",
+                "the request has several Authorization headers; send one",
+            ));
+        }
         let bearer = value
             .to_str()
             .ok()

@@ -43,7 +43,7 @@ pub fn layer(origins: &[String]) -> Option<CorsLayer> {
                 header::CACHE_CONTROL,
                 header::ACCEPT,
             ])
-            .expose_headers([last_event_id, header::RETRY_AFTER])
+            .expose_headers([last_event_id, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
             .max_age(std::time::Duration::from_secs(PREFLIGHT_MAX_AGE_SECS)),
     )
 }

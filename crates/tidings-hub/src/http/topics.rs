@@ -14,6 +14,7 @@ use tidings::EventId;
 
 use super::auth::{self, Action, TOKEN_PARAMETER};
 use super::problem::Problem;
+use crate::auth::Rights;
 use crate::engine::StoredEvent;
 use crate::hub::Hub;
 use crate::topics::{Topic, TopicFilter, TopicPattern};
@@ -67,7 +68,7 @@ pub async fn list(
         });
     }
     if let Some(rights) = &rights {
-        rows.retain(|topic, _| rights.may_subscribe(&TopicPattern::Exact(topic.clone())));
+        rows.retain(|topic, _| rights.may_read(topic));
     }
     for row in rows.values_mut() {
         row.subscribers = hub.fanout().subscribers_of(&row.topic);
@@ -83,7 +84,7 @@ pub async fn list(
 #[derive(Debug, Serialize)]
 struct EventRow<'a> {
     id: String,
-    topics: &'a [Topic],
+    topics: Vec<&'a Topic>,
     event: Option<&'a str>,
     data: &'a str,
     retry: Option<u128>,
@@ -91,11 +92,16 @@ struct EventRow<'a> {
     time: u64,
 }
 
-impl<'a> From<&'a Arc<StoredEvent>> for EventRow<'a> {
-    fn from(e: &'a Arc<StoredEvent>) -> EventRow<'a> {
+impl<'a> EventRow<'a> {
+    /// The row of `e`, listing only the topics `rights` may read (`None`: all).
+    fn new(e: &'a Arc<StoredEvent>, rights: Option<&Rights>) -> EventRow<'a> {
         EventRow {
             id: e.id.to_string(),
-            topics: &e.topics,
+            topics: e
+                .topics
+                .iter()
+                .filter(|topic| rights.is_none_or(|r| r.may_read(topic)))
+                .collect(),
             event: e.event_type.as_deref(),
             data: &e.data,
             retry: e.retry.map(|r| r.as_millis()),
@@ -168,7 +174,11 @@ pub async fn history(
         .read_after(&filter, after, limit)
         .await
         .map_err(Problem::from)?;
-    let events: Vec<EventRow<'_>> = batch.events.iter().map(EventRow::from).collect();
+    let events: Vec<EventRow<'_>> = batch
+        .events
+        .iter()
+        .map(|e| EventRow::new(e, rights.as_ref()))
+        .collect();
     Ok(Json(json!({
         "topic": pattern.to_string(),
         "events": events,

@@ -98,6 +98,19 @@ async fn publishing_takes_a_token_that_grants_every_topic() {
     let challenge = garbled.header("www-authenticate").expect("challenge");
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
 
+    let granted = format!("Bearer {}", token(&["orders"], &[]));
+    let two = publish_with(
+        &hub,
+        &[
+            ("authorization", &granted),
+            ("authorization", "Bearer junk"),
+        ],
+        body,
+    )
+    .await;
+    assert!(two
+        .assert_problem(400)
+        .contains("several Authorization headers"));
     let basic = publish_with(&hub, &[("authorization", "Basic dXNlcjpwYXNz")], body).await;
     assert!(basic.assert_problem(401).contains("Bearer"));
 
@@ -137,8 +150,13 @@ async fn publishing_takes_a_token_that_grants_every_topic() {
 async fn reading_takes_a_token_from_the_header_the_query_or_a_cookie() {
     let hub = hub_with(Access::Token, Access::Token).await;
     let publisher = format!("Bearer {}", token(&["*"], &[]));
-    for topic in ["chat/a", "secret"] {
-        let body = json!({"topic": topic, "data": topic}).to_string();
+    for topics in [json!(["chat/a", "secret/payroll"]), json!("secret")] {
+        let data = if topics.is_array() {
+            "chat/a"
+        } else {
+            "secret"
+        };
+        let body = json!({"topic": topics, "data": data}).to_string();
         let reply = publish_with(&hub, &[("authorization", &publisher)], &body).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
@@ -194,6 +212,8 @@ async fn reading_takes_a_token_from_the_header_the_query_or_a_cookie() {
     .await;
     assert_eq!(history.status, 200, "{}", history.text());
     assert_eq!(history.json()["events"][0]["data"], "chat/a");
+    // An event stored in several topics lists only those the token may read.
+    assert_eq!(history.json()["events"][0]["topics"], json!(["chat/a"]));
     let listing = get_with(&hub, "/topics", &[("authorization", &bearer)]).await;
     let names: Vec<String> = listing.json()["topics"]
         .as_array()

@@ -37,12 +37,15 @@
 //! ```
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::{Error, ErrorKind};
 use crate::topics::{Topic, TopicPattern};
@@ -120,6 +123,12 @@ impl AuthSettings {
                 ));
             }
         }
+        if self.audience.is_some() && self.key.is_none() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "jwt_audience is set but there is no key to check tokens with: set jwt_secret or jwt_public_key too",
+            ));
+        }
         if self.audience.as_deref() == Some("") {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -145,6 +154,11 @@ impl Rights {
         self.publish.iter().any(|granted| granted.matches(topic))
     }
 
+    /// Whether these rights allow reading `topic` (subscribing to it, its history).
+    pub fn may_read(&self, topic: &Topic) -> bool {
+        self.subscribe.iter().any(|granted| granted.matches(topic))
+    }
+
     /// Whether these rights allow subscribing to `wanted` (a topic, or a pattern no wider
     /// than a granted one).
     pub fn may_subscribe(&self, wanted: &TopicPattern) -> bool {
@@ -162,18 +176,14 @@ struct RightsClaim {
     subscribe: Vec<String>,
 }
 
-/// The claims this module reads and writes. `exp`, `iat` and `aud` are written by
-/// [`issue`] and checked by `jsonwebtoken` (which takes every form they may have, such as
-/// a fractional `exp` or a list of audiences), not read here.
-#[derive(Debug, Serialize, Deserialize)]
+/// The claims [`issue`] writes.
+#[derive(Debug, Serialize)]
 struct Claims {
-    #[serde(default)]
-    tidings: Option<RightsClaim>,
-    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    tidings: RightsClaim,
+    #[serde(skip_serializing_if = "Option::is_none")]
     exp: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
-    iat: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    iat: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
 }
 
@@ -209,7 +219,7 @@ impl Verifier {
                 Ok(Some(Verifier::from_secret(secret.as_bytes(), audience)))
             }
             Some(JwtKey::PublicKeyFile(path)) => {
-                let (key, algorithms) = read_public_key(path)?;
+                let (key, algorithms) = key::read_public_key(path)?;
                 Ok(Some(Verifier::with_key(key, algorithms, audience)))
             }
         }
@@ -249,9 +259,31 @@ impl Verifier {
     /// does not fit the key, it has expired or is not valid yet, its `aud` is wrong, or its
     /// `tidings` claim is malformed; the message says which, for people.
     pub fn verify(&self, token: &str) -> Result<Rights, Error> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|err| invalid_token(self.explain(&err)))?;
-        let claim = data.claims.tidings.unwrap_or_default();
+        check_header(token)?;
+        let claims = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
+            .map_err(|err| invalid_token(self.explain(&err)))?
+            .claims;
+        // `jsonwebtoken` checks `exp` and `nbf` only when they are numbers.
+        for name in ["exp", "nbf"] {
+            if claims
+                .get(name)
+                .is_some_and(|v| !v.as_f64().is_some_and(|t| t >= 0.0))
+            {
+                return Err(invalid_token(format!(
+                    "the token's {name} claim is not a time (a number of seconds since 1970)"
+                )));
+            }
+        }
+        let claim: RightsClaim = match claims.get(CLAIM) {
+            None | Some(Value::Null) => RightsClaim::default(),
+            Some(value @ Value::Object(_)) => serde_json::from_value(value.clone())
+                .map_err(|err| invalid_token(format!("the token's {CLAIM} claim is malformed: {err}")))?,
+            Some(_) => {
+                return Err(invalid_token(format!(
+                    "the token's {CLAIM} claim is not an object such as {{\"publish\": [\"orders\"], \"subscribe\": [\"chat/*\"]}}"
+                )))
+            }
+        };
         Ok(Rights {
             publish: parse_patterns(&claim.publish, "publish")?,
             subscribe: parse_patterns(&claim.subscribe, "subscribe")?,
@@ -285,8 +317,8 @@ impl Verifier {
                     .next()
                     .map_or("", String::as_str)
             ),
-            JwtErrorKind::Json(err) => format!("the token's claims are malformed: {err}"),
-            _ => "not a JWT: expected three base64url parts separated by dots".into(),
+            JwtErrorKind::Json(_) => "the token's claims are not a JSON object".into(),
+            _ => NOT_A_JWT.into(),
         }
     }
 }
@@ -307,12 +339,12 @@ pub fn issue(
         .unwrap_or_default()
         .as_secs();
     let claims = Claims {
-        tidings: Some(RightsClaim {
+        tidings: RightsClaim {
             publish: rights.publish.iter().map(ToString::to_string).collect(),
             subscribe: rights.subscribe.iter().map(ToString::to_string).collect(),
-        }),
+        },
         exp: ttl.map(|ttl| now.saturating_add(ttl.as_secs().max(1))),
-        iat: Some(now),
+        iat: now,
         aud: audience.map(str::to_owned),
     };
     jsonwebtoken::encode(
@@ -323,8 +355,38 @@ pub fn issue(
     .map_err(|err| invalid_token(format!("cannot sign the token: {err}")))
 }
 
-fn invalid_token(message: String) -> Error {
+fn invalid_token(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidToken, message)
+}
+
+const NOT_A_JWT: &str = "not a JWT: expected three base64url parts separated by dots";
+
+/// Checks what `jsonwebtoken` does not: the header is a JSON object naming an algorithm,
+/// and asks for no extension the hub would have to understand (`crit`, RFC 7515 §4.1.11).
+fn check_header(token: &str) -> Result<(), Error> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid_token(NOT_A_JWT));
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| invalid_token(NOT_A_JWT))?;
+    let header: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| invalid_token("the token's header is not JSON"))?;
+    let Some(header) = header.as_object() else {
+        return Err(invalid_token("the token's header is not a JSON object"));
+    };
+    if !header.get("alg").is_some_and(Value::is_string) {
+        return Err(invalid_token("the token's header names no algorithm (alg)"));
+    }
+    if header.contains_key("crit") {
+        return Err(invalid_token(
+            "the token's header lists critical extensions (crit), which this hub does not understand",
+        ));
+    }
+    Ok(())
 }
 
 fn parse_patterns(texts: &[String], which: &str) -> Result<Vec<TopicPattern>, Error> {
@@ -340,42 +402,7 @@ fn parse_patterns(texts: &[String], which: &str) -> Result<Vec<TopicPattern>, Er
         .collect()
 }
 
-/// Reads a PEM public key and the algorithms that go with its kind.
-fn read_public_key(path: &Path) -> Result<(DecodingKey, &'static [Algorithm]), Error> {
-    let pem = std::fs::read(path).map_err(|err| {
-        Error::with_source(
-            ErrorKind::Config,
-            format!("cannot read jwt_public_key {}", path.display()),
-            err,
-        )
-    })?;
-    const RSA: &[Algorithm] = &[
-        Algorithm::RS256,
-        Algorithm::RS384,
-        Algorithm::RS512,
-        Algorithm::PS256,
-        Algorithm::PS384,
-        Algorithm::PS512,
-    ];
-    const EC: &[Algorithm] = &[Algorithm::ES256, Algorithm::ES384];
-    const ED: &[Algorithm] = &[Algorithm::EdDSA];
-    if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-        return Ok((key, RSA));
-    }
-    if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-        return Ok((key, EC));
-    }
-    if let Ok(key) = DecodingKey::from_ed_pem(&pem) {
-        return Ok((key, ED));
-    }
-    Err(Error::new(
-        ErrorKind::Config,
-        format!(
-            "jwt_public_key {} holds no RSA, EC (P-256, P-384) or Ed25519 public key in PEM form (-----BEGIN PUBLIC KEY-----)",
-            path.display()
-        ),
-    ))
-}
+mod key;
 
 #[cfg(test)]
 mod tests;
