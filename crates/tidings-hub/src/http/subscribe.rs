@@ -9,11 +9,14 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, Uri};
 
 use tidings::server::{Session, SessionConfig};
+use tidings::Event;
 
 use super::auth::{self, Action};
 use super::problem::Problem;
@@ -42,7 +45,7 @@ pub async fn subscribe(
     let filter = parse_topics(&uri, settings.max_topics)?;
     auth::check_read(rights.as_ref(), &filter)?;
     if hub.is_shutting_down() {
-        return Err(shutting_down());
+        return Ok(come_back_later(shutting_down(), &headers));
     }
     let config = SessionConfig::from_request(&headers, &uri)
         .retry(Some(settings.retry + jitter()))
@@ -56,7 +59,7 @@ pub async fn subscribe(
     let subscriber = match hub.fanout().register(session.clone(), filter) {
         Ok(subscriber) => subscriber,
         Err(RegisterError::Full) => {
-            return Err(Problem::unavailable(
+            let full = Problem::unavailable(
                 "too-many-connections",
                 "Too many connections",
                 format!(
@@ -64,9 +67,10 @@ pub async fn subscribe(
                     settings.max_connections
                 ),
                 FULL_RETRY_AFTER_SECS,
-            ))
+            );
+            return Ok(come_back_later(full, &headers));
         }
-        Err(RegisterError::ShuttingDown) => return Err(shutting_down()),
+        Err(RegisterError::ShuttingDown) => return Ok(come_back_later(shutting_down(), &headers)),
     };
     let plan = ResumePlan::new(session.last_event_id(), head);
     tracing::debug!(session = %session.id(), topics = %subscriber.filter, last_event_id = ?session.last_event_id(), "subscribed");
@@ -133,6 +137,40 @@ fn parse_topics(uri: &Uri, max_topics: usize) -> Result<TopicFilter, Problem> {
         ));
     }
     Ok(filter)
+}
+
+/// Event type of the notice an `EventSource` gets instead of a 503 (see [`come_back_later`]).
+pub const UNAVAILABLE_EVENT_TYPE: &str = "tidings.unavailable";
+
+/// Answers a subscription the hub cannot take now (`problem` is a 503 with `Retry-After`).
+///
+/// An `EventSource` (a request that accepts `text/event-stream`) treats any status but 200
+/// as final and never reconnects, so a browser tab that met a full or restarting hub would
+/// stay disconnected. It gets instead a 200 stream that sets `retry:` to the wait, carries
+/// the problem as a `tidings.unavailable` event (typed: it fires only for listeners of that
+/// type) and ends, so the client reconnects after the wait. Other clients get the 503.
+fn come_back_later(problem: Problem, headers: &HeaderMap) -> Response {
+    let accepts_stream = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    if !accepts_stream {
+        return problem.into_response();
+    }
+    let wait = Duration::from_secs(u64::from(problem.retry_after.unwrap_or(1))) + jitter();
+    let data = serde_json::to_string(&problem).unwrap_or_default();
+    let body = Event::new()
+        .retry(wait)
+        .event(UNAVAILABLE_EVENT_TYPE)
+        .data(data)
+        .encode()
+        .unwrap_or_default();
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 fn shutting_down() -> Problem {

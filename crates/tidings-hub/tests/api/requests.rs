@@ -405,6 +405,19 @@ async fn too_many_topics_is_400_and_too_many_connections_is_503() {
     let full = hub.get("/events?topic=a").await;
     full.assert_problem(503);
     assert!(full.header("retry-after").is_some(), "Retry-After on 503");
+    // An EventSource (it accepts text/event-stream) would take a 503 as final: it gets a
+    // stream that says when to come back, why, and ends, so it reconnects then.
+    let mut told = hub.stream("/events?topic=a").await;
+    let notice = told.next_block().await.expect("a notice");
+    let retry: u64 = notice
+        .lines()
+        .find_map(|line| line.strip_prefix("retry: "))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("a retry line: {notice:?}"));
+    assert!((5000..=6000).contains(&retry), "{notice}");
+    assert!(notice.contains("event: tidings.unavailable"), "{notice}");
+    assert!(notice.contains("too-many-connections"), "{notice}");
+    assert!(told.next_block().await.is_none(), "the stream ends");
 
     drop(first);
     // The slot frees once the hub notices the client left.
