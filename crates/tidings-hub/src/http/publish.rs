@@ -1,7 +1,8 @@
 //! `POST /publish`: store an event (or a batch) and answer with its id once it is stored.
 //!
-//! Form (`application/x-www-form-urlencoded`): `topic` (repeatable), `data`, and optional
-//! `event` and `retry` (milliseconds).
+//! Form (`application/x-www-form-urlencoded`, or `multipart/form-data` as `curl -F` and a
+//! browser's `FormData` send it): `topic` (repeatable), `data`, and optional `event` and
+//! `retry` (milliseconds).
 //!
 //! JSON (`application/json`): `{"topic": "a" | ["a", "b"], "data": "...", "event": "t",
 //! "retry": 3000}`; `data` that is not a string is published as its JSON text. A JSON
@@ -64,7 +65,12 @@ pub async fn publish(
     let (events, batch) = match media_type(&headers).as_deref() {
         Some("application/json") => parse_json(&body, settings.max_topics)?,
         Some("application/x-www-form-urlencoded") => {
-            (vec![parse_form(&body, settings.max_topics)?], false)
+            let fields = form::pairs(&body, "form")?;
+            (vec![form_event(fields, settings.max_topics)?], false)
+        }
+        Some("multipart/form-data") => {
+            let fields = multipart_fields(&headers, body).await?;
+            (vec![form_event(fields, settings.max_topics)?], false)
         }
         other => {
             return Err(Problem::new(
@@ -72,7 +78,7 @@ pub async fn publish(
                 "unsupported-media-type",
                 "Unsupported media type",
                 format!(
-                    "publish with Content-Type application/json or application/x-www-form-urlencoded, not {}",
+                    "publish with Content-Type application/json, application/x-www-form-urlencoded or multipart/form-data, not {}",
                     other.map_or_else(|| "none".to_owned(), |t| format!("{t:?}"))
                 ),
             ))
@@ -191,9 +197,10 @@ struct Draft {
     retry: Option<u64>,
 }
 
-fn parse_form(body: &[u8], max_topics: usize) -> Result<NewEvent, Problem> {
+/// The event of a form's fields (urlencoded or multipart).
+fn form_event(fields: Vec<(String, String)>, max_topics: usize) -> Result<NewEvent, Problem> {
     let mut draft = Draft::default();
-    for (key, value) in form::pairs(body, "form")? {
+    for (key, value) in fields {
         let once = |given: bool, name: &str| {
             if given {
                 Err(invalid(format!(
@@ -228,6 +235,49 @@ fn parse_form(body: &[u8], max_topics: usize) -> Result<NewEvent, Problem> {
         }
     }
     validate(draft, max_topics)
+}
+
+/// The fields of a `multipart/form-data` body (`curl -F`, a browser's `FormData`), in
+/// order. A file part (`-F data=@event.json`) gives its contents as the value.
+async fn multipart_fields(
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Vec<(String, String)>, Problem> {
+    let malformed = |why: String| {
+        Problem::bad_request(
+            "invalid-multipart",
+            "Invalid multipart body",
+            format!("the multipart/form-data body could not be read: {why}"),
+        )
+    };
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let boundary = multer::parse_boundary(content_type).map_err(|e| malformed(e.to_string()))?;
+    let whole = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
+    let mut multipart = multer::Multipart::new(whole, boundary);
+    let mut fields = Vec::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| malformed(e.to_string()))?
+    {
+        let name = field
+            .name()
+            .map(str::to_owned)
+            .ok_or_else(|| malformed("a part has no field name".to_owned()))?;
+        let bytes = field.bytes().await.map_err(|e| malformed(e.to_string()))?;
+        let value = String::from_utf8(bytes.to_vec()).map_err(|_| {
+            Problem::bad_request(
+                "invalid-utf8",
+                "Invalid UTF-8",
+                format!("the form field `{name}` is not valid UTF-8; names, topics and data must be UTF-8"),
+            )
+        })?;
+        fields.push((name, value));
+    }
+    Ok(fields)
 }
 
 fn parse_json(body: &[u8], max_topics: usize) -> Result<(Vec<NewEvent>, bool), Problem> {
@@ -465,6 +515,49 @@ fn invalid(detail: String) -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_form(body: &[u8], max_topics: usize) -> Result<NewEvent, Problem> {
+        form_event(form::pairs(body, "form")?, max_topics)
+    }
+
+    async fn parse_multipart(body: &'static str) -> Result<NewEvent, Problem> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            http::HeaderValue::from_static("multipart/form-data; boundary=XyZ"),
+        );
+        let fields = multipart_fields(&headers, Bytes::from(body.replace('\n', "\r\n"))).await?;
+        form_event(fields, 32)
+    }
+
+    #[tokio::test]
+    async fn multipart_forms_as_curl_and_browsers_send_them() {
+        let e = parse_multipart(
+            "--XyZ\nContent-Disposition: form-data; name=\"topic\"\n\na\n\
+             --XyZ\nContent-Disposition: form-data; name=\"topic\"\n\nb/c\n\
+             --XyZ\nContent-Disposition: form-data; name=\"data\"; filename=\"e.json\"\n\
+             Content-Type: application/json\n\n{\"x\": 1}\n--XyZ--\n",
+        )
+        .await
+        .expect("valid");
+        assert_eq!(e.topics.len(), 2);
+        assert_eq!(e.data, "{\"x\": 1}");
+        let unknown = parse_multipart(
+            "--XyZ\nContent-Disposition: form-data; name=\"topik\"\n\na\n--XyZ--\n",
+        )
+        .await
+        .expect_err("unknown field");
+        assert!(
+            unknown.detail.contains("unknown form field `topik`"),
+            "{}",
+            unknown.detail
+        );
+        let broken = parse_multipart("--XyZ\nContent-Disposition: form-data; name=\"topic\"\n\na")
+            .await
+            .expect_err("cut short");
+        assert_eq!(broken.status, 400);
+        assert!(broken.detail.contains("multipart"), "{}", broken.detail);
+    }
 
     #[test]
     fn form_with_repeated_topics() {
