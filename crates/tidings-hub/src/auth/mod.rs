@@ -13,8 +13,9 @@
 //! - `subscribe`: what it may subscribe to and read the history of. A requested topic is
 //!   granted by a pattern that matches it; a requested pattern only by a pattern at least
 //!   as wide (`chat/*` is granted by `chat/*` or `*`, not by `chat/room-1`).
-//! - `exp` and `nbf` are checked when present (60 s of leeway for clocks); `aud` must name
-//!   `jwt_audience` when that is set. Other claims (`sub`, `iss`, ...) are left alone.
+//! - `exp` and `nbf` are checked when present (60 s of leeway for clocks), and must be
+//!   numbers of seconds; `aud` must name `jwt_audience` when that is set. Other claims
+//!   (`sub`, `iss`, ...) are left alone. A header with `crit` extensions is refused.
 //!
 //! Tokens are checked when a request arrives: a stream that is open when its token
 //! expires stays open, and the browser's next reconnect with the same token is refused.
@@ -205,8 +206,9 @@ impl Verifier {
     /// The verifier `settings` describe, or `None` when they give no key.
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] when the secret is empty or the public key file cannot be read
-    /// or holds no RSA, EC or Ed25519 public key.
+    /// [`ErrorKind::Config`] when the secret is empty, or the public key file cannot be
+    /// read or holds no single public key the hub can check signatures with (RSA of 2048
+    /// bits or more, EC P-256 or P-384, Ed25519).
     pub fn new(settings: &AuthSettings) -> Result<Option<Verifier>, Error> {
         let audience = settings.audience.as_deref();
         match &settings.key {
