@@ -80,6 +80,11 @@ pub(super) fn read_public_key(path: &Path) -> Result<(DecodingKey, &'static [Alg
         check_rsa_bits(rsa_modulus_bits(der, true)).map_err(bad)?;
         rsa(&text).map_err(invalid)
     } else if contains(der, EC_PUBLIC_KEY) {
+        if !ec_point_is_uncompressed(der) {
+            return Err(bad(
+                "holds a compressed EC point, which the signature code cannot use (openssl ec -pubin -in KEY.pem -pubout -conv_form uncompressed -out public.pem)".to_owned(),
+            ));
+        }
         let algorithms: &'static [Algorithm] = if contains(der, P256) {
             &[Algorithm::ES256]
         } else if contains(der, P384) {
@@ -146,6 +151,16 @@ fn rsa_modulus_bits(der: &[u8], spki: bool) -> Option<usize> {
     Some((modulus.len() - start - 1) * 8 + (8 - first.leading_zeros() as usize))
 }
 
+/// Whether an EC SubjectPublicKeyInfo holds its point uncompressed (`04 x y`).
+fn ec_point_is_uncompressed(der: &[u8]) -> bool {
+    // SEQUENCE { SEQUENCE { algorithm, curve }, BIT STRING { 0 unused bits, point } }
+    let point = element(der)
+        .and_then(|(_, info, _)| element(info))
+        .and_then(|(_, _, rest)| element(rest))
+        .map(|(_, bits, _)| bits);
+    matches!(point, Some([0x00, 0x04, ..]))
+}
+
 /// One DER element: its tag, its contents and what follows it.
 fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = der.split_first()?;
@@ -201,6 +216,7 @@ mod tests {
         }
         assert!(refusal("jwt-rs1024-public.pem").contains("1024 bits"));
         assert!(refusal("jwt-p521-public.pem").contains("curve"));
+        assert!(refusal("jwt-es256-compressed-public.pem").contains("compressed"));
     }
 
     #[test]

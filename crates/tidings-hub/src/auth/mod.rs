@@ -261,21 +261,11 @@ impl Verifier {
     /// does not fit the key, it has expired or is not valid yet, its `aud` is wrong, or its
     /// `tidings` claim is malformed; the message says which, for people.
     pub fn verify(&self, token: &str) -> Result<Rights, Error> {
-        check_header(token)?;
+        check_parts(token)?;
         let claims = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
             .map_err(|err| invalid_token(self.explain(&err)))?
             .claims;
-        // `jsonwebtoken` checks `exp` and `nbf` only when they are numbers.
-        for name in ["exp", "nbf"] {
-            if claims
-                .get(name)
-                .is_some_and(|v| !v.as_f64().is_some_and(|t| t >= 0.0))
-            {
-                return Err(invalid_token(format!(
-                    "the token's {name} claim is not a time (a number of seconds since 1970)"
-                )));
-            }
-        }
+        check_times(&claims)?;
         let claim: RightsClaim = match claims.get(CLAIM) {
             None | Some(Value::Null) => RightsClaim::default(),
             Some(value @ Value::Object(_)) => serde_json::from_value(value.clone())
@@ -319,7 +309,8 @@ impl Verifier {
                     .next()
                     .map_or("", String::as_str)
             ),
-            JwtErrorKind::Json(_) => "the token's claims are not a JSON object".into(),
+            // The header and the claims' shapes were checked before (`check_parts`).
+            JwtErrorKind::Json(err) => format!("the token's claims are malformed: {err}"),
             _ => NOT_A_JWT.into(),
         }
     }
@@ -363,30 +354,77 @@ fn invalid_token(message: impl Into<String>) -> Error {
 
 const NOT_A_JWT: &str = "not a JWT: expected three base64url parts separated by dots";
 
-/// Checks what `jsonwebtoken` does not: the header is a JSON object naming an algorithm,
-/// and asks for no extension the hub would have to understand (`crit`, RFC 7515 §4.1.11).
-fn check_header(token: &str) -> Result<(), Error> {
+/// Checks what `jsonwebtoken` does not, or reports too vaguely: three parts; a header
+/// that is a JSON object naming a known algorithm, of the form `jsonwebtoken` reads, with
+/// no extension the hub would have to understand (`crit`, RFC 7515 §4.1.11); claims that
+/// are a JSON object.
+fn check_parts(token: &str) -> Result<(), Error> {
     let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) =
+    let (Some(header), Some(claims), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(invalid_token(NOT_A_JWT));
     };
-    let bytes = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| invalid_token(NOT_A_JWT))?;
-    let header: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| invalid_token("the token's header is not JSON"))?;
-    let Some(header) = header.as_object() else {
+    let json = |part: &str, what: &str| -> Result<Value, Error> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| invalid_token(NOT_A_JWT))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|_| invalid_token(format!("the token's {what} are not JSON")))
+    };
+    let header = json(header, "header fields")?;
+    let Some(fields) = header.as_object() else {
         return Err(invalid_token("the token's header is not a JSON object"));
     };
-    if !header.get("alg").is_some_and(Value::is_string) {
+    let Some(alg) = fields.get("alg").and_then(Value::as_str) else {
         return Err(invalid_token("the token's header names no algorithm (alg)"));
+    };
+    if alg.parse::<Algorithm>().is_err() {
+        return Err(invalid_token(format!(
+            "the token's algorithm {alg:?} is not one a hub takes (HS256-512, RS256-512, PS256-512, ES256, ES384, EdDSA)"
+        )));
     }
-    if header.contains_key("crit") {
+    if fields.contains_key("crit") {
         return Err(invalid_token(
             "the token's header lists critical extensions (crit), which this hub does not understand",
         ));
+    }
+    if jsonwebtoken::decode_header(token).is_err() {
+        return Err(invalid_token(
+            "the token's header is malformed: its typ, cty, kid, jku and x5u must be strings",
+        ));
+    }
+    if !json(claims, "claims")?.is_object() {
+        return Err(invalid_token("the token's claims are not a JSON object"));
+    }
+    Ok(())
+}
+
+/// Checks `exp` and `nbf` as numbers of any size: `jsonwebtoken` reads them as `u64` and
+/// passes over a value it cannot read (a string, or `1e20`).
+fn check_times(claims: &Value) -> Result<(), Error> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let leeway = LEEWAY_SECS as f64;
+    for name in ["exp", "nbf"] {
+        let Some(value) = claims.get(name) else {
+            continue;
+        };
+        let Some(time) = value.as_f64().filter(|t| *t >= 0.0) else {
+            return Err(invalid_token(format!(
+                "the token's {name} claim is not a time (a number of seconds since 1970)"
+            )));
+        };
+        if name == "exp" && time < now - leeway {
+            return Err(invalid_token("the token has expired (its exp is past)"));
+        }
+        if name == "nbf" && time > now + leeway {
+            return Err(invalid_token(
+                "the token is not valid yet (its nbf is in the future)",
+            ));
+        }
     }
     Ok(())
 }

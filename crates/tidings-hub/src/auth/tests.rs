@@ -145,6 +145,12 @@ fn times_that_are_not_numbers_are_refused() {
         let refused = error_of(&verifier, &hs256(&claims));
         assert!(refused.contains("not a time"), "{claims}: {refused}");
     }
+    // Numbers too large for a u64 are times all the same.
+    for nbf in [json!(1e20), json!(1e308)] {
+        let refused = error_of(&verifier, &hs256(&json!({"nbf": nbf})));
+        assert!(refused.contains("not valid yet"), "{nbf}: {refused}");
+    }
+    assert!(verifier.verify(&hs256(&json!({"exp": 1e20}))).is_ok());
 }
 
 #[test]
@@ -163,6 +169,9 @@ fn headers_must_name_an_algorithm_and_no_critical_extension() {
             "critical extensions",
         ),
         ("not json", "not JSON"),
+        ("{\"alg\":\"none\"}", "algorithm \"none\""),
+        ("{\"alg\":\"hs256\"}", "algorithm \"hs256\""),
+        ("{\"alg\":\"HS256\",\"kid\":5}", "header is malformed"),
     ] {
         let refused = error_of(&verifier, &with_header(header));
         assert!(refused.contains(expected), "{header}: {refused}");

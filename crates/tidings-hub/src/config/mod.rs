@@ -580,25 +580,18 @@ impl Config {
     }
 }
 
-/// A TOML error as people read it: with the excerpt of the file it points at, unless
-/// that excerpt would show the `jwt_secret` line (logs of services keep start-up errors).
+/// A TOML error as people read it: where (line and column) and what, without the
+/// excerpt of the file that `toml` would show, which could hold a secret (`jwt_secret`,
+/// or a misspelling of it) that would end up in a service's logs.
 fn toml_error(text: &str, error: &toml::de::Error) -> String {
-    let shown = error.to_string();
-    let quotes_the_secret = text
-        .lines()
-        .filter(|line| line.contains("jwt_secret"))
-        .any(|line| shown.contains(line.trim()));
-    if !quotes_the_secret {
-        return shown;
+    match error.span().and_then(|span| text.get(..span.start)) {
+        Some(before) => {
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", error.message())
+        }
+        None => error.message().to_owned(),
     }
-    let line = error
-        .span()
-        .and_then(|span| text.get(..span.start))
-        .map_or(0, |before| before.lines().count().max(1));
-    format!(
-        "line {line}: {} (the line is not shown: it holds jwt_secret)",
-        error.message()
-    )
 }
 
 impl Settings {

@@ -5,7 +5,9 @@
 //! also as the `access_token` query parameter, since a browser's `EventSource` cannot set
 //! headers, or as a `tidings_token` cookie (sent by `EventSource` on the hub's own origin,
 //! and cross-origin with `withCredentials`). When a request has several, the header wins,
-//! then the query parameter.
+//! then the query parameter, then the first cookie (browsers send the one set for the
+//! longest path first). Two `Authorization` headers or two `access_token` parameters are
+//! a `400`.
 //!
 //! - No token where one is needed, or one that does not hold: `401` with
 //!   `WWW-Authenticate: Bearer` and a detail that says what was wrong.
