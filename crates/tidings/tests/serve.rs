@@ -144,7 +144,7 @@ async fn an_event_stream_is_chunked_on_the_wire_and_ends_with_the_last_chunk() {
     assert_eq!(session.last_event_id(), Some("7"));
 
     let mut seen = Vec::new();
-    read_until(&mut client, &mut seen, b"retry: 1500\n\n\r\n").await;
+    read_until(&mut client, &mut seen, b"retry: 1500\n\r\n").await;
     let wire = text(&seen);
     // The lean path's head: `date` first (hyper puts it last).
     assert!(wire.starts_with("HTTP/1.1 200 OK\r\ndate: "), "{wire}");
@@ -163,7 +163,7 @@ async fn an_event_stream_is_chunked_on_the_wire_and_ends_with_the_last_chunk() {
         "{head}"
     );
     assert!(!head.contains("content-length"), "{head}");
-    assert_eq!(body, "d\r\nretry: 1500\n\n\r\n");
+    assert_eq!(body, "c\r\nretry: 1500\n\r\n");
 
     session
         .push(&Event::new().id("8").data("one"))
@@ -249,7 +249,7 @@ async fn http_10_streams_end_by_closing_the_connection() {
     assert!(head.starts_with("HTTP/1.1 200 OK\r\ndate: "), "{head}");
     assert!(head.contains("\r\nconnection: close"), "{head}");
     assert!(!head.contains("transfer-encoding"), "{head}");
-    assert_eq!(body, "retry: 1500\n\ndata: x\n\n");
+    assert_eq!(body, "retry: 1500\ndata: x\n\n");
 }
 
 #[tokio::test]
@@ -351,7 +351,7 @@ async fn http2_streams_go_through_hyper() {
         .expect("the body within the guard")
         .expect("body")
         .to_bytes();
-    assert_eq!(&body[..], b"retry: 1500\n\ndata: over h2\n\n");
+    assert_eq!(&body[..], b"retry: 1500\ndata: over h2\n\n");
 }
 
 #[tokio::test]
@@ -429,7 +429,7 @@ async fn fill_and_drain(http_10: bool) {
     client.write_all(request).await.expect("write");
     let session = server.session().await;
     let mut wire = Vec::new();
-    read_until(&mut client, &mut wire, b"retry: 1500\n\n").await;
+    read_until(&mut client, &mut wire, b"retry: 1500\n").await;
 
     // The client reads only while `reading` says so.
     let (reading, mut may_read) = tokio::sync::watch::channel(true);
@@ -505,7 +505,7 @@ async fn fill_and_drain(http_10: bool) {
     };
     let body = String::from_utf8(body).expect("utf-8");
     let body = body
-        .strip_prefix("retry: 1500\n\n")
+        .strip_prefix("retry: 1500\n")
         .expect("the preamble first");
     let numbers: Vec<usize> = body
         .split_terminator("\n\n")

@@ -79,7 +79,7 @@ async fn headers_and_preamble() {
     assert!(h.get("connection").is_none());
     let mut expected = vec![b':'];
     expected.extend(std::iter::repeat_n(b' ', 2048));
-    expected.extend_from_slice(b"\nretry: 3000\n\n");
+    expected.extend_from_slice(b"\nretry: 3000\n");
     let got = stream.read_raw(expected.len()).await;
     assert_eq!(&got[..], &expected[..]);
 
@@ -99,7 +99,7 @@ async fn no_retry_no_padding_still_opens_at_once() {
     let channel = Channel::new();
     let addr = start(channel, SessionConfig::new().retry(None)).await;
     let mut stream = open(addr, "/events", &[]).await;
-    assert_eq!(&stream.read_raw(3).await[..], b":\n\n");
+    assert_eq!(&stream.read_raw(2).await[..], b":\n");
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -113,11 +113,11 @@ async fn keep_alive_after_quiet_period_reset_by_events() {
     .await;
     let mut stream = open(addr, "/events", &[]).await;
     let opened = tokio::time::Instant::now();
-    assert_eq!(stream.next_block().await.as_deref(), Some(":"));
+    assert_eq!(&stream.read_raw(2).await[..], b":\n");
     wait_for_sessions(&channel, 1).await;
 
     // Quiet: a comment comes one period after the opening write.
-    assert_eq!(stream.next_block().await.as_deref(), Some(":"));
+    assert_eq!(&stream.read_raw(2).await[..], b":\n");
     let first = tokio::time::Instant::now();
     assert!(
         first - opened >= period,
@@ -135,7 +135,7 @@ async fn keep_alive_after_quiet_period_reset_by_events() {
         stream.next_event().await.map(|e| e.data).as_deref(),
         Some("x")
     );
-    assert_eq!(stream.next_block().await.as_deref(), Some(":"));
+    assert_eq!(&stream.read_raw(2).await[..], b":\n");
     let second = tokio::time::Instant::now();
     assert!(
         second - event_at >= period,
@@ -493,7 +493,7 @@ async fn batch_is_one_write_and_stream_applies_back_pressure() {
     };
     let addr = serve(app).await;
     let mut stream = open(addr, "/events", &[]).await;
-    assert_eq!(&stream.read_raw(3).await[..], b":\n\n");
+    assert_eq!(&stream.read_raw(2).await[..], b":\n");
     let session = sessions.lock().expect("lock")[0].clone();
 
     session

@@ -16,11 +16,17 @@ use super::gap::{Gap, GapReason};
 use super::queue::{CloseReason, Drained, Link, Owed};
 use super::session::SessionConfig;
 
-/// The keep-alive comment: an empty comment line and a blank line.
-const KEEP_ALIVE: &[u8] = b":\n\n";
+/// The keep-alive comment: an empty comment line, with no blank line after it.
+///
+/// Neither the keep-alive nor the preamble ends in a blank line. A blank line dispatches
+/// nothing when no data came before it, but popular clients fire an empty message for
+/// every blank line (`@microsoft/fetch-event-source`, `httpx-sse`), and applications
+/// that `JSON.parse` each message then fail every 15 s. A comment or a `retry:` line
+/// takes effect as it is read, so the blank line adds nothing for a spec-exact client.
+const KEEP_ALIVE: &[u8] = b":\n";
 /// The opening comment when there is neither padding nor `retry:` to send, so the
 /// response starts flowing (and `EventSource.onopen` fires) at once.
-const OPEN: &[u8] = b":\n\n";
+const OPEN: &[u8] = b":\n";
 /// Size of the padding comment for old polyfills.
 const PADDING_BYTES: usize = 2048;
 
@@ -100,7 +106,6 @@ fn preamble(config: &SessionConfig) -> Bytes {
     if buf.is_empty() {
         return Bytes::from_static(OPEN);
     }
-    buf.put_u8(b'\n');
     buf.freeze()
 }
 
