@@ -139,7 +139,10 @@ fn parse_topics(uri: &Uri, max_topics: usize) -> Result<TopicFilter, Problem> {
     Ok(filter)
 }
 
-/// Event type of the notice an `EventSource` gets instead of a 503 (see [`come_back_later`]).
+/// Event type of the notice a request that accepts `text/event-stream` gets instead of a
+/// 503 when the hub cannot take it now: an `EventSource` takes any status but 200 as
+/// final, so it gets a stream that sets `retry:` to the wait, carries the problem as this
+/// event, and ends.
 pub const UNAVAILABLE_EVENT_TYPE: &str = "tidings.unavailable";
 
 /// Answers a subscription the hub cannot take now (`problem` is a 503 with `Retry-After`).
