@@ -41,9 +41,18 @@ Exit codes:
   5  content type: the answer was not text/event-stream (listen) or not the expected JSON (publish)
   6  event too large (listen --max-event-size)";
 
+/// The exit codes of `tidings serve`, as `--help` shows them.
+const SERVE_EXIT_CODES: &str = "\
+Exit codes (serve):
+  0  stopped by SIGINT or SIGTERM, after a graceful shutdown
+  1  could not run: the address is taken, or the engine cannot be opened or reached
+     (a data dir another hub holds, an unreachable Redis)
+  2  invalid settings (a flag, a TIDINGS_* variable or the config file)
+The other subcommands list their own: tidings listen --help, tidings publish --help.";
+
 /// Spec-exact server-sent events: a pub/sub hub, and the tools to talk to it.
 #[derive(Debug, Parser)]
-#[command(name = "tidings", version, after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+#[command(name = "tidings", version, after_help = SERVE_EXIT_CODES, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -55,6 +64,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the hub: publish over HTTP, subscribe with EventSource (the default).
+    #[command(after_help = SERVE_EXIT_CODES)]
     Serve(serve::ServeArgs),
     /// Print the events of an event stream as they arrive (curl for event streams).
     #[command(after_help = EXIT_CODES)]
@@ -76,7 +86,9 @@ Examples:
   export TIDINGS_JWT_SECRET=\"$(openssl rand -base64 32)\"   # the hub's and the tool's
   tidings serve &                                            # publishing now takes a token
   tidings publish --token \"$(tidings token --publish 'orders')\" -t orders '{\"id\":42}'
-  tidings token --subscribe 'chat/*' --ttl 12h              # for EventSource: ?access_token=";
+  tidings token --subscribe 'chat/*' --ttl 12h              # for EventSource: ?access_token=
+
+Exit codes: 0 the token is printed, 2 invalid arguments (nothing is printed).";
 
 fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|err| {

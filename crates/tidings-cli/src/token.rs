@@ -21,7 +21,7 @@ pub struct TokenArgs {
         value_name = "SECRET",
         hide_env_values = true
     )]
-    secret: Secret,
+    secret: Option<Secret>,
 
     /// A topic or pattern (`chat/*`, `*`) the token may publish to (repeatable).
     #[arg(long = "publish", short = 'p', value_name = "TOPIC")]
@@ -55,7 +55,12 @@ pub fn run(args: TokenArgs) -> ExitCode {
 }
 
 fn make(args: &TokenArgs) -> Result<String, String> {
-    if args.secret.0.is_empty() {
+    let Some(Secret(secret)) = &args.secret else {
+        return Err(
+            "no secret: set TIDINGS_JWT_SECRET (or --secret) to the hub's jwt_secret".to_owned(),
+        );
+    };
+    if secret.is_empty() {
         return Err("the secret is empty; give the hub's jwt_secret".to_owned());
     }
     if args.audience.as_deref() == Some("") {
@@ -80,11 +85,5 @@ fn make(args: &TokenArgs) -> Result<String, String> {
         subscribe: patterns(&args.subscribe, "subscribe")?,
     };
     let ttl = Some(args.ttl.0).filter(|ttl| !ttl.is_zero());
-    issue(
-        args.secret.0.as_bytes(),
-        &rights,
-        ttl,
-        args.audience.as_deref(),
-    )
-    .map_err(|err| err.to_string())
+    issue(secret.as_bytes(), &rights, ttl, args.audience.as_deref()).map_err(|err| err.to_string())
 }

@@ -366,6 +366,14 @@ fn tidings_token_refuses_what_cannot_work() {
     let (code, _, stderr) = tidings_with_secret("", &["token", "-p", "a"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("secret is empty"), "{stderr}");
+    let output = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .env_remove("TIDINGS_JWT_SECRET")
+        .args(["token", "-p", "a"])
+        .output()
+        .expect("tidings runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("set TIDINGS_JWT_SECRET"), "{stderr}");
     // The hub refuses token settings without a key, and two keys.
     let output = Command::new(env!("CARGO_BIN_EXE_tidings"))
         .env_remove("TIDINGS_JWT_SECRET")
