@@ -1,7 +1,7 @@
 //! [`Hub`]: an engine, the fan-out that feeds subscribers from it, and the settings both
 //! run with. The HTTP API ([`crate::http`]) is a thin layer over it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
@@ -29,6 +29,12 @@ pub struct Hub {
     instance: String,
     /// Checks tokens, when the settings give a key.
     verifier: Option<Verifier>,
+    /// Events stored through this hub (publishes and its own presence events).
+    published: AtomicU64,
+    /// Requests refused for their token: without a valid one (401), and for a topic it
+    /// does not grant (403).
+    unauthorized: AtomicU64,
+    forbidden: AtomicU64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -84,6 +90,9 @@ impl Hub {
             shutting_down: AtomicBool::new(false),
             instance: format!("{:08x}", random_u64() as u32),
             verifier,
+            published: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
+            forbidden: AtomicU64::new(0),
         }))
     }
 
@@ -130,7 +139,33 @@ impl Hub {
     /// # Errors
     /// [`crate::ErrorKind::Engine`] when the engine could not store them; then none were.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Arc<StoredEvent>>, Error> {
-        self.engine.append(events).await
+        let stored = self.engine.append(events).await?;
+        self.published
+            .fetch_add(stored.len() as u64, Ordering::Relaxed);
+        Ok(stored)
+    }
+
+    /// Events stored through this hub so far.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused for their token so far: (401 unauthorized, 403 forbidden).
+    pub fn refused(&self) -> (u64, u64) {
+        (
+            self.unauthorized.load(Ordering::Relaxed),
+            self.forbidden.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Counts a request refused for its token (`forbidden`: a 403, else a 401).
+    pub(crate) fn count_refusal(&self, forbidden: bool) {
+        let counter = if forbidden {
+            &self.forbidden
+        } else {
+            &self.unauthorized
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Refuses new subscribers and closes every open stream, so clients reconnect (after

@@ -64,37 +64,52 @@ pub(crate) fn rights(
             "this hub needs tokens but has no key to check them with",
         ));
     };
-    let Some(token) = token_in(headers, uri, action)? else {
-        return Err(unauthorized(missing_detail(action), None));
+    let checked = match token_in(headers, uri, action)? {
+        None => Err(unauthorized(missing_detail(action), None)),
+        Some(token) => verifier
+            .verify(&token)
+            .map(Some)
+            .map_err(|err| unauthorized(err.to_string(), Some("invalid_token"))),
     };
-    verifier
-        .verify(&token)
-        .map(Some)
-        .map_err(|err| unauthorized(err.to_string(), Some("invalid_token")))
+    if checked.is_err() {
+        hub.count_refusal(false);
+    }
+    checked
 }
 
 /// Refuses (403) a publish any of whose topics `rights` do not grant (`None`: all are).
-pub(crate) fn check_publish(rights: Option<&Rights>, events: &[NewEvent]) -> Result<(), Problem> {
+pub(crate) fn check_publish(
+    hub: &Hub,
+    rights: Option<&Rights>,
+    events: &[NewEvent],
+) -> Result<(), Problem> {
     let Some(rights) = rights else { return Ok(()) };
     let refused = events
         .iter()
         .flat_map(|event| &event.topics)
         .find(|topic| !rights.may_publish(topic));
     match refused {
-        Some(topic) => Err(forbidden(format!(
-            "this token may not publish to topic {:?}; its {CLAIM}.publish claim grants {}",
-            topic.as_str(),
-            granted(&rights.publish)
-        ))),
+        Some(topic) => Err(forbidden(
+            hub,
+            format!(
+                "this token may not publish to topic {:?}; its {CLAIM}.publish claim grants {}",
+                topic.as_str(),
+                granted(&rights.publish)
+            ),
+        )),
         None => Ok(()),
     }
 }
 
 /// Refuses (403) a read of topics or patterns that `rights` do not grant (`None`: all are).
-pub(crate) fn check_read(rights: Option<&Rights>, filter: &TopicFilter) -> Result<(), Problem> {
+pub(crate) fn check_read(
+    hub: &Hub,
+    rights: Option<&Rights>,
+    filter: &TopicFilter,
+) -> Result<(), Problem> {
     let Some(rights) = rights else { return Ok(()) };
     match filter.patterns().iter().find(|p| !rights.may_subscribe(p)) {
-        Some(pattern) => Err(forbidden(format!(
+        Some(pattern) => Err(forbidden(hub, format!(
             "this token may not subscribe to {:?}; its {CLAIM}.subscribe claim grants {} (a pattern needs a granted pattern at least as wide)",
             pattern.to_string(),
             granted(&rights.subscribe)
@@ -189,7 +204,8 @@ fn unauthorized(detail: String, error: Option<&str>) -> Problem {
     }
 }
 
-fn forbidden(detail: String) -> Problem {
+fn forbidden(hub: &Hub, detail: String) -> Problem {
+    hub.count_refusal(true);
     Problem {
         challenge: Some("Bearer realm=\"tidings\", error=\"insufficient_scope\"".to_owned()),
         ..Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)

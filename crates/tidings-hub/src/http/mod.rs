@@ -7,6 +7,7 @@
 //! | `GET /topics` | topics, subscriber counts, last ids |
 //! | `GET /topics/{topic}/events?after=&limit=` | a topic's history as JSON |
 //! | `GET /healthz`, `GET /readyz` | liveness, readiness |
+//! | `GET /metrics` | counters in Prometheus' text format |
 //! | `GET /` | the web page ([`crate::web`]) |
 //!
 //! Every error is `application/problem+json` ([`problem`]); CORS is answered for the
@@ -53,6 +54,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/topics/{*path}", get(topics::history))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .merge(crate::web::routes())
         .fallback(problem::not_found)
         .with_state(hub)

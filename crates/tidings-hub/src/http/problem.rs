@@ -211,7 +211,7 @@ pub async fn not_found(uri: http::Uri) -> Problem {
         "not-found",
         "Not Found",
         format!(
-            "no route for {}; the API is GET /events, POST /publish, GET /topics, GET /topics/{{topic}}/events, GET /healthz, GET /readyz",
+            "no route for {}; the API is GET /events, POST /publish, GET /topics, GET /topics/{{topic}}/events, GET /healthz, GET /readyz, GET /metrics",
             uri.path()
         ),
     )

@@ -43,7 +43,7 @@ pub async fn subscribe(
     let settings = hub.settings();
     let rights = auth::rights(&hub, &headers, &uri, Action::Read)?;
     let filter = parse_topics(&uri, settings.max_topics)?;
-    auth::check_read(rights.as_ref(), &filter)?;
+    auth::check_read(&hub, rights.as_ref(), &filter)?;
     if hub.is_shutting_down() {
         return Ok(come_back_later(shutting_down(), &headers));
     }

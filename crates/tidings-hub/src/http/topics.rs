@@ -168,7 +168,7 @@ pub async fn history(
         }
     }
     let filter = TopicFilter::parse([pattern.to_string()]).map_err(Problem::from)?;
-    auth::check_read(rights.as_ref(), &filter)?;
+    auth::check_read(&hub, rights.as_ref(), &filter)?;
     let batch = hub
         .engine()
         .read_after(&filter, after, limit)

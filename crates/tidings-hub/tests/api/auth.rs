@@ -304,3 +304,48 @@ async fn a_public_key_hub_takes_tokens_signed_with_its_private_key() {
     .await
     .assert_problem(401);
 }
+
+#[tokio::test]
+async fn metrics_count_refusals_publishes_and_deliveries() {
+    let hub = hub_with(Access::Token, Access::Open).await;
+    let mut stream = hub.stream("/events?topic=a").await;
+    let body = r#"{"topic":"a","data":"x"}"#;
+    publish_with(&hub, &[], body).await.assert_problem(401);
+    let other = format!("Bearer {}", token(&["b"], &[]));
+    publish_with(&hub, &[("authorization", &other)], body)
+        .await
+        .assert_problem(403);
+    let granted = format!("Bearer {}", token(&["a"], &[]));
+    let ok = publish_with(&hub, &[("authorization", &granted)], body).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(stream.expect_event().await.data, "x");
+
+    let reply = get_with(&hub, "/metrics", &[]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = reply.text();
+    let value = |sample: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
+    };
+    assert_eq!(value("tidings_connections"), 1);
+    assert_eq!(value("tidings_published_total"), 1);
+    assert_eq!(value("tidings_delivered_total"), 1);
+    assert_eq!(value("tidings_refused_total{status=\"401\"}"), 1);
+    assert_eq!(value("tidings_refused_total{status=\"403\"}"), 1);
+    assert_eq!(
+        value("tidings_slow_client_total{action=\"disconnected\"}"),
+        0
+    );
+    assert_eq!(value("tidings_ready"), 1);
+    assert!(
+        text.contains("# TYPE tidings_delivered_total counter"),
+        "{text}"
+    );
+    assert!(text.contains("tidings_info{version=\""), "{text}");
+}

@@ -74,7 +74,7 @@ pub async fn publish(
             ))
         }
     };
-    auth::check_publish(rights.as_ref(), &events)?;
+    auth::check_publish(&hub, rights.as_ref(), &events)?;
     let stored = hub.publish(events).await.map_err(Problem::from)?;
     let ids: Vec<String> = stored.iter().map(|e| e.id.to_string()).collect();
     tracing::debug!(?ids, "published");
