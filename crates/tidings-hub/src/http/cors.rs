@@ -71,8 +71,9 @@ pub async fn strip_when_not_allowed(request: Request, next: Next) -> Response {
 /// those in `origins`. Requests without `Origin` (curl, servers, `tidings publish`) pass.
 ///
 /// The hub's own origin is the one whose host and port are the request's (`Host`, or the
-/// HTTP/2 authority), whatever its scheme, so a TLS-terminating proxy that passes `Host`
-/// on needs no setting; a browser's `Sec-Fetch-Site: same-origin` is taken as is.
+/// HTTP/2 authority, or the first `X-Forwarded-Host`), whatever its scheme, so a
+/// TLS-terminating proxy that passes `Host` on (or sets `X-Forwarded-Host`) needs no
+/// setting; a browser's `Sec-Fetch-Site: same-origin` is taken as is.
 pub fn check_publish_origin(
     headers: &HeaderMap,
     uri: &Uri,
@@ -89,10 +90,19 @@ pub fn check_publish_origin(
         .authority()
         .map(|a| a.as_str())
         .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()));
-    let own = match (origin.to_str(), host) {
-        (Ok(origin), Some(host)) => is_own_origin(origin, host),
-        _ => false,
-    };
+    // A proxy that rewrites Host may say the host it was asked for in X-Forwarded-Host. A
+    // page cannot forge that header: a form POST sets none, and a fetch that sets one is
+    // preflighted, which CORS refuses.
+    let forwarded_host = headers
+        .get("x-forwarded-host")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split(',').next())
+        .map(str::trim);
+    let own = origin.to_str().is_ok_and(|origin| {
+        host.into_iter()
+            .chain(forwarded_host)
+            .any(|host| is_own_origin(origin, host))
+    });
     if same_origin_fetch || listed || own {
         return Ok(());
     }

@@ -377,6 +377,20 @@ async fn a_page_of_another_origin_cannot_publish() {
         assert_eq!(topics["topics"], json!([]), "nothing stored");
 
         assert_eq!(post(own).await.status, 200);
+        // Behind a proxy that rewrites Host and says the original in X-Forwarded-Host.
+        let proxied = request(
+            addr,
+            Method::POST,
+            "/publish",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("origin", "https://hub.example:8443"),
+                ("x-forwarded-host", "hub.example:8443"),
+            ],
+            Bytes::from_static(b"topic=proxied&data=x"),
+        )
+        .await;
+        assert_eq!(proxied.status, 200, "{}", proxied.text());
         let allowed = post("http://allowed.test".to_owned()).await;
         assert_eq!(
             allowed.status == 200,
