@@ -9,8 +9,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Child;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 // The crash tests' helpers, and through them the hub's disk-test helpers (HTTP requests,
@@ -18,8 +16,7 @@ use std::time::Duration;
 mod crash_support;
 use crash_support::disk_support::{free_port, request, wait_until};
 use crash_support::{
-    acked_count, check_every_subscriber, connected_subscribers, spawn_serve, start_publishers,
-    Acked, Hub, TempDir,
+    check_every_subscriber, connected_subscribers, spawn_serve, Hub, Publishers, TempDir,
 };
 
 const SUBSCRIBERS: usize = 20;
@@ -44,20 +41,14 @@ async fn acknowledged_events_survive_kill_9_exactly_once_in_order() {
 
     let subscribers = connected_subscribers(&[addr], SUBSCRIBERS).await;
 
-    let acked: Acked = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let publishers = start_publishers(&[addr], PUBLISHERS, &acked, &stop);
+    let publishers = Publishers::start(&[addr], PUBLISHERS);
 
     for round in 1..=KILLS {
         // Kill point: 150 more acknowledged events while all 20 subscribers stream, with
         // publishes in flight.
-        let target = acked_count(&acked) + 150;
-        wait_until(
-            Duration::from_secs(60),
-            "publishes to be acknowledged",
-            || acked_count(&acked) >= target,
-        )
-        .await;
+        publishers
+            .wait_for(150, "publishes to be acknowledged")
+            .await;
         hub.kill();
         tokio::time::sleep(Duration::from_millis(200)).await;
         hub = Hub::start(&disk_args(&data_dir), addr, &log).await;
@@ -68,19 +59,7 @@ async fn acknowledged_events_survive_kill_9_exactly_once_in_order() {
         )
         .await;
     }
-    let before_stop = acked_count(&acked);
-    wait_until(
-        Duration::from_secs(60),
-        "publishes after the last restart",
-        || acked_count(&acked) >= before_stop + 100,
-    )
-    .await;
-    stop.store(true, Ordering::SeqCst);
-    for p in publishers {
-        p.await.expect("publisher");
-    }
-
-    let acked = acked.lock().expect("not poisoned").clone();
+    let acked = publishers.finish().await;
     check_every_subscriber(&subscribers, &acked, KILLS + 1).await;
     eprintln!(
         "{} acknowledged events over {KILLS} kill -9s reached all {SUBSCRIBERS} subscribers exactly once, in order",

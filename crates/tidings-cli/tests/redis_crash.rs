@@ -10,19 +10,14 @@
 //! passes, unless `TIDINGS_REQUIRE_EXTERNAL=1`, when it fails.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 mod crash_support;
 #[path = "../../tidings-hub/src/engine/redis/test_server.rs"]
 mod redis_server;
 
-use crash_support::disk_support::{free_port, wait_until};
-use crash_support::{
-    acked_count, check_every_subscriber, connected_subscribers, start_publishers, Acked, Hub,
-    TempDir,
-};
+use crash_support::disk_support::free_port;
+use crash_support::{check_every_subscriber, connected_subscribers, Hub, Publishers, TempDir};
 use redis_server::RedisServer;
 
 const SUBSCRIBERS: usize = 20;
@@ -48,20 +43,14 @@ async fn acknowledged_events_survive_killed_hubs_and_a_killed_redis() {
 
     let subscribers = connected_subscribers(&addrs, SUBSCRIBERS).await;
 
-    let acked: Acked = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let publishers = start_publishers(&addrs, PUBLISHERS, &acked, &stop);
+    let publishers = Publishers::start(&addrs, PUBLISHERS);
 
     // Kill hub 0, hub 1, then Redis, each after 150 more acknowledged events, with
     // publishes in flight and every subscriber streaming.
     for victim in 0..3 {
-        let target = acked_count(&acked) + 150;
-        wait_until(
-            Duration::from_secs(60),
-            "publishes to be acknowledged",
-            || acked_count(&acked) >= target,
-        )
-        .await;
+        publishers
+            .wait_for(150, "publishes to be acknowledged")
+            .await;
         if victim < 2 {
             hubs[victim].take().expect("running").kill();
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -72,19 +61,7 @@ async fn acknowledged_events_survive_killed_hubs_and_a_killed_redis() {
             redis.start_again();
         }
     }
-    let before_stop = acked_count(&acked);
-    wait_until(
-        Duration::from_secs(60),
-        "publishes after the last restart",
-        || acked_count(&acked) >= before_stop + 100,
-    )
-    .await;
-    stop.store(true, Ordering::SeqCst);
-    for p in publishers {
-        p.await.expect("publisher");
-    }
-
-    let acked = acked.lock().expect("not poisoned").clone();
+    let acked = publishers.finish().await;
     // Each subscriber's hub was killed once: it connected at least twice.
     check_every_subscriber(&subscribers, &acked, 2).await;
     eprintln!(

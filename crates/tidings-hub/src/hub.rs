@@ -69,8 +69,7 @@ impl Hub {
         settings: Settings,
         engine: Arc<dyn Engine>,
     ) -> Result<Arc<Hub>, Error> {
-        settings.auth.validate()?;
-        let verifier = Verifier::new(&settings.auth)?;
+        let verifier = settings.auth.verifier()?;
         warn_about_access(&settings);
         // Subscribe to the live feed before reading the head: every event stored after
         // the head is then on the feed, so the fan-out misses nothing.

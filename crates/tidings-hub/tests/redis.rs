@@ -222,15 +222,7 @@ async fn wiped_redis_data_ends_open_streams_and_the_resume_reports_the_gap() {
     let before = a.publish("news", "before").await;
     assert_eq!(stream.expect_event().await.id, before);
 
-    let mut conn = redis::Client::open(server.url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection");
-    let () = redis::cmd("FLUSHALL")
-        .query_async(&mut conn)
-        .await
-        .expect("flushall");
+    redis_command(&server, "FLUSHALL").await;
     let after = a.publish("news", "after").await;
 
     assert!(
@@ -291,15 +283,7 @@ async fn redis_back_with_older_data_is_a_gap_for_resumes_from_before() {
     let mut stream = a.stream("/events?topic=t").await;
     let kept = a.publish("t", "kept").await;
     assert_eq!(stream.expect_event().await.id, kept);
-    let mut conn = redis::Client::open(server.url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection");
-    let () = redis::cmd("SAVE")
-        .query_async(&mut conn)
-        .await
-        .expect("save");
+    redis_command(&server, "SAVE").await;
     let lost = a.publish("t", "lost").await;
     assert_eq!(stream.expect_event().await.id, lost);
 
@@ -321,4 +305,17 @@ async fn redis_back_with_older_data_is_a_gap_for_resumes_from_before() {
         "the lost event is reported: {gap:?}"
     );
     assert_eq!(resumed.expect_event().await.id, next);
+}
+
+/// Runs a bare command (`FLUSHALL`, `SAVE`) on `server` over a connection of its own.
+async fn redis_command(server: &RedisServer, name: &str) {
+    let mut conn = redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection");
+    let () = redis::cmd(name)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
 }

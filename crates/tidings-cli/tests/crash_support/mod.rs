@@ -100,11 +100,6 @@ impl Hub {
 /// Acknowledged publishes: id -> data.
 pub type Acked = Arc<Mutex<HashMap<EventId, String>>>;
 
-/// How many publishes were acknowledged so far.
-pub fn acked_count(acked: &Acked) -> usize {
-    acked.lock().expect("not poisoned").len()
-}
-
 /// Publishes `<p>-<n>` to [`TOPIC`] through `hubs` in turn until `stop` is set, recording
 /// what was acknowledged. A publish that fails (a hub or its storage is gone) is not
 /// acknowledged.
@@ -143,23 +138,55 @@ pub async fn connected_subscribers(hubs: &[SocketAddr], n: usize) -> Vec<Subscri
     subscribers
 }
 
-/// `n` [`publisher`]s through `hubs`, recording in `acked` until `stop` is set.
-pub fn start_publishers(
-    hubs: &[SocketAddr],
-    n: usize,
-    acked: &Acked,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..n)
-        .map(|p| {
-            tokio::spawn(publisher(
-                hubs.to_vec(),
-                p,
-                Arc::clone(acked),
-                Arc::clone(stop),
-            ))
+/// [`publisher`]s running through the hubs, and what they got acknowledged.
+pub struct Publishers {
+    acked: Acked,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Publishers {
+    /// Starts `n` [`publisher`]s through `hubs`.
+    pub fn start(hubs: &[SocketAddr], n: usize) -> Publishers {
+        let acked: Acked = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..n)
+            .map(|p| {
+                tokio::spawn(publisher(
+                    hubs.to_vec(),
+                    p,
+                    Arc::clone(&acked),
+                    Arc::clone(&stop),
+                ))
+            })
+            .collect();
+        Publishers { acked, stop, tasks }
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.lock().expect("not poisoned").len()
+    }
+
+    /// Waits (at most 60 s) until `more` publishes beyond those so far are acknowledged.
+    pub async fn wait_for(&self, more: usize, what: &str) {
+        let target = self.acked_count() + more;
+        disk_support::wait_until(Duration::from_secs(60), what, || {
+            self.acked_count() >= target
         })
-        .collect()
+        .await;
+    }
+
+    /// Waits for 100 more acknowledged publishes (so the hubs work after the last
+    /// restart), stops the publishers and returns what was acknowledged: id -> data.
+    pub async fn finish(self) -> HashMap<EventId, String> {
+        self.wait_for(100, "publishes after the last restart").await;
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.expect("publisher");
+        }
+        let acked = self.acked.lock().expect("not poisoned").clone();
+        acked
+    }
 }
 
 /// Waits until every subscriber has the newest acknowledged event, then checks that each

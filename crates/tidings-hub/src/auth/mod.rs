@@ -110,9 +110,19 @@ impl AuthSettings {
     /// Checks that the settings make sense together, and that the key can be read.
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] when a kind of access needs a token but there is no key, the
-    /// secret is empty, or the public key file cannot be read or holds no public key.
+    /// As [`AuthSettings::verifier`].
     pub fn validate(&self) -> Result<(), Error> {
+        self.verifier().map(|_| ())
+    }
+
+    /// The verifier of these settings (`None` when they give no key), once they are
+    /// checked to make sense together.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when a kind of access needs a token but there is no key, an
+    /// audience is set without a key or empty, the secret is empty, or the public key file
+    /// cannot be read or holds no public key the hub can check with.
+    pub fn verifier(&self) -> Result<Option<Verifier>, Error> {
         for (name, access) in [
             ("publish_auth", self.publish),
             ("subscribe_auth", self.subscribe),
@@ -136,7 +146,7 @@ impl AuthSettings {
                 "jwt_audience is empty; name the audience tokens must carry in `aud`, or leave it out",
             ));
         }
-        Verifier::new(self).map(|_| ())
+        Verifier::new(self)
     }
 }
 
@@ -261,10 +271,16 @@ impl Verifier {
     /// does not fit the key, it has expired or is not valid yet, its `aud` is wrong, or its
     /// `tidings` claim is malformed; the message says which, for people.
     pub fn verify(&self, token: &str) -> Result<Rights, Error> {
-        check_parts(token)?;
-        let claims = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
-            .map_err(|err| invalid_token(self.explain(&err)))?
-            .claims;
+        let claims = match jsonwebtoken::decode::<Value>(token, &self.key, &self.validation) {
+            Ok(data) => data.claims,
+            // A malformed part, when there is one, says more than `jsonwebtoken`'s error.
+            Err(err) => {
+                check_parts(token)?;
+                return Err(invalid_token(self.explain(&err)));
+            }
+        };
+        // A token `jsonwebtoken` takes is well formed; it does not look at `crit`.
+        check_header(token)?;
         check_times(&claims)?;
         let claim: RightsClaim = match claims.get(CLAIM) {
             None | Some(Value::Null) => RightsClaim::default(),
@@ -309,7 +325,7 @@ impl Verifier {
                     .next()
                     .map_or("", String::as_str)
             ),
-            // The header and the claims' shapes were checked before (`check_parts`).
+            // The header and the claims' shapes were checked (`check_parts`).
             JwtErrorKind::Json(err) => format!("the token's claims are malformed: {err}"),
             _ => NOT_A_JWT.into(),
         }
@@ -354,25 +370,34 @@ fn invalid_token(message: impl Into<String>) -> Error {
 
 const NOT_A_JWT: &str = "not a JWT: expected three base64url parts separated by dots";
 
-/// Checks what `jsonwebtoken` does not, or reports too vaguely: three parts; a header
-/// that is a JSON object naming a known algorithm, of the form `jsonwebtoken` reads, with
-/// no extension the hub would have to understand (`crit`, RFC 7515 §4.1.11); claims that
-/// are a JSON object.
+/// Says what `jsonwebtoken` reports too vaguely, for a token it refused: the header as
+/// [`check_header`] does, a header of the form `jsonwebtoken` reads, claims that are a
+/// JSON object.
 fn check_parts(token: &str) -> Result<(), Error> {
+    check_header(token)?;
+    if jsonwebtoken::decode_header(token).is_err() {
+        return Err(invalid_token(
+            "the token's header is malformed: its typ, cty, kid, jku and x5u must be strings",
+        ));
+    }
+    let claims = token.split('.').nth(1).unwrap_or_default();
+    if !part_json(claims, "claims")?.is_object() {
+        return Err(invalid_token("the token's claims are not a JSON object"));
+    }
+    Ok(())
+}
+
+/// Checks a token's three parts and its header: a JSON object naming a known algorithm,
+/// with no extension the hub would have to understand (`crit`, RFC 7515 §4.1.11), which
+/// `jsonwebtoken` does not look at.
+fn check_header(token: &str) -> Result<(), Error> {
     let mut parts = token.split('.');
-    let (Some(header), Some(claims), Some(_), None) =
+    let (Some(header), Some(_), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(invalid_token(NOT_A_JWT));
     };
-    let json = |part: &str, what: &str| -> Result<Value, Error> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(part)
-            .map_err(|_| invalid_token(NOT_A_JWT))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|_| invalid_token(format!("the token's {what} are not JSON")))
-    };
-    let header = json(header, "header fields")?;
+    let header = part_json(header, "header fields")?;
     let Some(fields) = header.as_object() else {
         return Err(invalid_token("the token's header is not a JSON object"));
     };
@@ -389,15 +414,16 @@ fn check_parts(token: &str) -> Result<(), Error> {
             "the token's header lists critical extensions (crit), which this hub does not understand",
         ));
     }
-    if jsonwebtoken::decode_header(token).is_err() {
-        return Err(invalid_token(
-            "the token's header is malformed: its typ, cty, kid, jku and x5u must be strings",
-        ));
-    }
-    if !json(claims, "claims")?.is_object() {
-        return Err(invalid_token("the token's claims are not a JSON object"));
-    }
     Ok(())
+}
+
+/// One base64url part of a token, read as JSON (`what` names it in the error).
+fn part_json(part: &str, what: &str) -> Result<Value, Error> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| invalid_token(NOT_A_JWT))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| invalid_token(format!("the token's {what} are not JSON")))
 }
 
 /// Checks `exp` and `nbf` as numbers of any size: `jsonwebtoken` reads them as `u64` and

@@ -176,6 +176,20 @@ fn headers_must_name_an_algorithm_and_no_critical_extension() {
         let refused = error_of(&verifier, &with_header(header));
         assert!(refused.contains(expected), "{header}: {refused}");
     }
+    // Signed as it is, so that only the header is wrong.
+    let signed_with_crit = {
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","crit":["exp"]}"#);
+        let claims = URL_SAFE_NO_PAD.encode(r#"{"tidings":{"publish":["a"]}}"#);
+        let message = format!("{header}.{claims}");
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET),
+            Algorithm::HS256,
+        )
+        .expect("sign");
+        format!("{message}.{signature}")
+    };
+    assert!(error_of(&verifier, &signed_with_crit).contains("critical extensions"));
     let claim_not_an_object = error_of(&verifier, &hs256(&json!({"tidings": 5})));
     assert!(
         claim_not_an_object.contains("not an object"),

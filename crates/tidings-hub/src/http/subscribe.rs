@@ -12,10 +12,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, Uri};
 
-use tidings::server::{Session, SessionConfig};
+use tidings::server::{accepts_event_stream, Session, SessionConfig};
 use tidings::Event;
 
 use super::auth::{self, Action};
@@ -153,13 +153,7 @@ pub const UNAVAILABLE_EVENT_TYPE: &str = "tidings.unavailable";
 /// the problem as a `tidings.unavailable` event (typed: it fires only for listeners of that
 /// type) and ends, so the client reconnects after the wait. Other clients get the 503.
 fn come_back_later(problem: Problem, headers: &HeaderMap) -> Response {
-    let accepts_stream = headers
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(accepts_event_stream);
-    if !accepts_stream {
+    if !accepts_event_stream(headers) {
         return problem.into_response();
     }
     let wait = Duration::from_secs(u64::from(problem.retry_after.unwrap_or(1))) + jitter();
@@ -175,18 +169,6 @@ fn come_back_later(problem: Problem, headers: &HeaderMap) -> Response {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
-}
-
-/// Whether one media range of an `Accept` header takes `text/event-stream` (not `q=0`).
-fn accepts_event_stream(range: &str) -> bool {
-    let mut parts = range.split(';').map(str::trim);
-    let media = parts.next().unwrap_or_default();
-    let refused = parts.any(|p| {
-        p.split_once('=').is_some_and(|(name, q)| {
-            name.trim().eq_ignore_ascii_case("q") && q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
-        })
-    });
-    media.eq_ignore_ascii_case("text/event-stream") && !refused
 }
 
 fn shutting_down() -> Problem {
@@ -227,28 +209,4 @@ async fn publish_presence(
 /// not all come back in the same millisecond.
 fn jitter() -> Duration {
     Duration::from_millis(crate::hub::random_u64() % 1001)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_ranges_that_take_event_streams() {
-        for yes in [
-            "text/event-stream",
-            " TEXT/Event-Stream ",
-            "text/event-stream; q=0.5",
-        ] {
-            assert!(accepts_event_stream(yes), "{yes}");
-        }
-        for no in [
-            "*/*",
-            "text/event-stream;q=0",
-            "text/event-stream; q=0.0",
-            "text/plain",
-        ] {
-            assert!(!accepts_event_stream(no), "{no}");
-        }
-    }
 }

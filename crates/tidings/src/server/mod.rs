@@ -41,8 +41,8 @@ pub use queue::{PushOutcome, SessionStats, SlowClientPolicy};
 #[cfg(feature = "serve")]
 pub use serve::{serve, Serve};
 pub use session::{
-    last_event_id_from_request, Session, SessionConfig, SessionId, DEFAULT_KEEP_ALIVE,
-    DEFAULT_MAX_QUEUE_BYTES, DEFAULT_RETRY,
+    accepts_event_stream, last_event_id_from_request, Session, SessionConfig, SessionId,
+    DEFAULT_KEEP_ALIVE, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_RETRY,
 };
 pub use shared::SharedBytes;
 pub use stream::{set_headers, SessionStream};

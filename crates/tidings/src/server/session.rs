@@ -137,6 +137,37 @@ pub fn last_event_id_from_request(headers: &HeaderMap, uri: &Uri) -> Option<Stri
         .map(|(_, v)| v.into_owned())
 }
 
+/// Whether a request's `Accept` header takes `text/event-stream` (as every `EventSource`
+/// sends it): a media range of that type, in any case, not refused with `q=0`.
+///
+/// ```
+/// use http::{header::ACCEPT, HeaderMap, HeaderValue};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(ACCEPT, HeaderValue::from_static("Text/Event-Stream, */*;q=0.1"));
+/// assert!(tidings::server::accepts_event_stream(&headers));
+/// headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream;q=0"));
+/// assert!(!tidings::server::accepts_event_stream(&headers));
+/// ```
+pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.split_once('=').is_some_and(|(name, q)| {
+                    name.trim().eq_ignore_ascii_case("q")
+                        && q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                })
+            });
+            media.eq_ignore_ascii_case("text/event-stream") && !refused
+        })
+}
+
 /// One client connection: a cheap, clonable handle that pushes events to it.
 ///
 /// [`Session::new`] gives the handle and the [`SessionStream`] to answer the request
@@ -386,6 +417,30 @@ impl<S> Session<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_ranges_that_take_event_streams() {
+        let accepts = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::ACCEPT, http::HeaderValue::from_static(value));
+            accepts_event_stream(&headers)
+        };
+        for yes in [
+            "text/event-stream",
+            " TEXT/Event-Stream ",
+            "text/event-stream; q=0.5",
+        ] {
+            assert!(accepts(yes), "{yes}");
+        }
+        for no in [
+            "*/*",
+            "text/event-stream;q=0",
+            "text/event-stream; q=0.0",
+            "text/plain",
+        ] {
+            assert!(!accepts(no), "{no}");
+        }
+    }
 
     #[test]
     fn a_keep_alive_that_cannot_be_timed_means_never() {

@@ -92,7 +92,7 @@ pub fn serve(listener: TcpListener, router: Router) -> Serve {
     Serve {
         listener,
         router,
-        lean: Arc::new(accepts_event_stream),
+        lean: Arc::new(|parts: &Parts| crate::server::accepts_event_stream(&parts.headers)),
         direct_writes: false,
         signal: None,
     }
@@ -198,19 +198,6 @@ impl fmt::Debug for Serve {
             .field("listener", &self.listener)
             .finish_non_exhaustive()
     }
-}
-
-/// The default lean test: the request asks for `text/event-stream`.
-fn accepts_event_stream(parts: &Parts) -> bool {
-    parts
-        .headers
-        .get_all(http::header::ACCEPT)
-        .iter()
-        .any(|value| {
-            value
-                .to_str()
-                .is_ok_and(|value| value.contains("text/event-stream"))
-        })
 }
 
 /// The next connection. Errors that concern one connection are skipped; others (such as
