@@ -20,15 +20,17 @@
 //! callbacks take the registry lock, so a session is never closed while the registry or a
 //! `delivery` lock is held.
 
+mod feed;
 mod registry;
 pub mod resume;
+mod run;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
 
 use tidings::server::{prefetch, PushOutcome, Session, SharedBytes, SlowClientPolicy};
@@ -36,14 +38,9 @@ use tidings::EventId;
 
 use crate::engine::{Engine, LiveEvent, StoredEvent};
 use crate::topics::{Topic, TopicFilter};
+use feed::{Behind, Feed};
 use registry::Registry;
-
-/// At most this many events go to a subscriber in one write (a run; see
-/// `Fanout::dispatch`). Also the width of a run's subscriber masks.
-const MAX_RUN_EVENTS: usize = 64;
-
-/// A run stops growing once its events hold this many bytes of data.
-const MAX_RUN_BYTES: usize = 256 * 1024;
+use run::{bits, encode, run_len, runs, Joined, MAX_RUN_BYTES, MAX_RUN_EVENTS};
 
 /// How many subscribers a run is written to between two looks at the feed, for events
 /// to grow the run with, or a backlog (see `Fanout::dispatch`).
@@ -554,175 +551,6 @@ impl Fanout {
             .all()
             .map(|s| s.session.clone())
             .collect()
-    }
-}
-
-/// The engine's live feed as the fan-out task reads it: each event once, in id order.
-struct Feed {
-    receiver: Receiver<LiveEvent>,
-    /// The newest id taken (older ones were delivered from the engine when catching up).
-    last: EventId,
-    /// Events were missed here: what follows is read back from the engine first.
-    behind: Option<Behind>,
-    /// The engine is gone.
-    closed: bool,
-}
-
-/// Why the fan-out must read events back from the engine.
-#[derive(Debug, Clone, Copy)]
-enum Behind {
-    /// The feed dropped this many events because the task fell behind.
-    Lagged(u64),
-    /// The feed itself skipped events ([`LiveEvent::Skipped`]).
-    Skipped,
-}
-
-impl Feed {
-    /// The next event already waiting, if any. Nothing after a lag or a skip (what was
-    /// missed is read back from the engine first) or the end.
-    fn try_next(&mut self) -> Option<Arc<StoredEvent>> {
-        while self.behind.is_none() && !self.closed {
-            match self.receiver.try_recv() {
-                Ok(LiveEvent::Stored(event)) => {
-                    if let Some(event) = self.keep(event) {
-                        return Some(event);
-                    }
-                }
-                Ok(LiveEvent::Skipped) => self.behind = Some(Behind::Skipped),
-                Err(TryRecvError::Empty) => return None,
-                Err(TryRecvError::Lagged(skipped)) => self.behind = Some(Behind::Lagged(skipped)),
-                Err(TryRecvError::Closed) => self.closed = true,
-            }
-        }
-        None
-    }
-
-    /// `event`, unless it is not newer than the last one taken (the fan-out delivered it
-    /// from the engine when catching up).
-    fn keep(&mut self, event: Arc<StoredEvent>) -> Option<Arc<StoredEvent>> {
-        (event.id > self.last).then(|| {
-            self.last = event.id;
-            event
-        })
-    }
-
-    /// How many events wait in the feed.
-    fn waiting(&self) -> usize {
-        self.receiver.len()
-    }
-}
-
-/// An event's bytes on the wire, or `None` (logged) when it cannot be encoded.
-fn encode(event: &StoredEvent) -> Option<Bytes> {
-    match event.encoded() {
-        Ok(bytes) => Some(bytes),
-        Err(err) => {
-            tracing::error!(id = %event.id, error = %err, "stored event cannot be encoded; not delivered");
-            None
-        }
-    }
-}
-
-/// How many of `events` the first run takes: at most [`MAX_RUN_EVENTS`], ending with the
-/// one that reaches [`MAX_RUN_BYTES`] of data.
-fn run_len(events: &[Arc<StoredEvent>]) -> usize {
-    let mut bytes = 0;
-    let mut len = 0;
-    while len < events.len() && len < MAX_RUN_EVENTS && bytes < MAX_RUN_BYTES {
-        bytes += events[len].data.len();
-        len += 1;
-    }
-    len
-}
-
-/// `events` cut into runs for [`Fanout::dispatch`] (see [`run_len`]).
-fn runs(events: &[Arc<StoredEvent>]) -> impl Iterator<Item = &[Arc<StoredEvent>]> {
-    let mut rest = events;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let (run, after) = rest.split_at(run_len(rest));
-        rest = after;
-        Some(run)
-    })
-}
-
-/// The indexes of the bits set in `mask`, lowest first.
-fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        if mask == 0 {
-            return None;
-        }
-        let k = mask.trailing_zeros() as usize;
-        mask &= mask - 1;
-        Some(k)
-    })
-}
-
-/// The bytes of each set of a run's events that some subscriber gets: the events one by
-/// one, and joined into one buffer (whose wire form is then built once too, see
-/// `SharedBytes`), built once per set (a run usually has one or two).
-struct Joined {
-    encoded: Vec<Option<Bytes>>,
-    /// The mask of every event that could be encoded.
-    every: u64,
-    built: Vec<(u64, Vec<Bytes>, SharedBytes)>,
-}
-
-impl Joined {
-    fn new(encoded: Vec<Option<Bytes>>) -> Joined {
-        let every = (0..encoded.len())
-            .filter(|&k| encoded[k].is_some())
-            .fold(0, |mask, k| mask | 1 << k);
-        Joined {
-            encoded,
-            every,
-            built: Vec::new(),
-        }
-    }
-
-    /// Each event of the run, encoded (`None`: it could not be).
-    fn encoded(&self) -> &[Option<Bytes>] {
-        &self.encoded
-    }
-
-    /// The mask of every event that could be encoded.
-    fn every(&self) -> u64 {
-        self.every
-    }
-
-    /// Adds the next event of a growing run. The sets built so far stay valid (their
-    /// masks do not have its bit).
-    fn push(&mut self, encoded: Option<Bytes>) {
-        if encoded.is_some() {
-            self.every |= 1 << self.encoded.len();
-        }
-        self.encoded.push(encoded);
-    }
-
-    /// The encoded length of event `k` (0 when it could not be encoded).
-    fn len_of(&self, k: usize) -> usize {
-        self.encoded[k].as_ref().map_or(0, Bytes::len)
-    }
-
-    /// The events of `mask`, one by one and joined.
-    fn get(&mut self, mask: u64) -> (&[Bytes], &SharedBytes) {
-        let at = match self.built.iter().position(|(m, _, _)| *m == mask) {
-            Some(at) => at,
-            None => {
-                let parts: Vec<Bytes> =
-                    bits(mask).filter_map(|k| self.encoded[k].clone()).collect();
-                let joined = match parts.as_slice() {
-                    [one] => one.clone(),
-                    _ => Bytes::from(parts.concat()),
-                };
-                self.built.push((mask, parts, SharedBytes::new(joined)));
-                self.built.len() - 1
-            }
-        };
-        let (_, parts, joined) = &self.built[at];
-        (parts, joined)
     }
 }
 

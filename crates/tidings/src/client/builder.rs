@@ -1,4 +1,4 @@
-//! [`Builder`]: the options of an [`EventSource`](super::EventSource).
+//! [`Builder`]: the options of an [`EventSource`].
 
 use std::time::Duration;
 

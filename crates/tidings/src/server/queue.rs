@@ -16,7 +16,6 @@
 //! and is the consumer's to finish first. The transport's own lock nests inside this one.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -27,94 +26,11 @@ use tokio::time::Instant;
 use super::shared::SharedBytes;
 use crate::error::{Error, ErrorKind};
 
-/// What happens when a slow client's queue is full.
-///
-/// Every action is counted (see [`SessionStats`] and the channel's stats); none is silent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum SlowClientPolicy {
-    /// End the stream. The client reconnects with its `Last-Event-ID` and replays what it
-    /// missed from history, so with history kept nothing is lost. The default.
-    #[default]
-    Disconnect,
-    /// Drop the oldest queued events to make room, and send a
-    /// [`Gap`](super::Gap) event with reason `dropped` before the rest.
-    DropOldest,
-    /// Replace everything queued with the newest event, and send a [`Gap`](super::Gap)
-    /// event with reason `replaced` before it: for state where only the latest value
-    /// matters.
-    LatestOnly,
-}
+mod direct;
+mod policy;
 
-impl fmt::Display for SlowClientPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SlowClientPolicy::Disconnect => "disconnect",
-            SlowClientPolicy::DropOldest => "drop-oldest",
-            SlowClientPolicy::LatestOnly => "latest-only",
-        })
-    }
-}
-
-impl std::str::FromStr for SlowClientPolicy {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<SlowClientPolicy, Error> {
-        match s {
-            "disconnect" => Ok(SlowClientPolicy::Disconnect),
-            "drop-oldest" => Ok(SlowClientPolicy::DropOldest),
-            "latest-only" => Ok(SlowClientPolicy::LatestOnly),
-            other => Err(Error::new(
-                ErrorKind::InvalidPolicy,
-                format!("unknown slow-client policy {other:?}; use disconnect, drop-oldest or latest-only"),
-            )),
-        }
-    }
-}
-
-/// What a push did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushOutcome {
-    /// Queued with room to spare.
-    Queued,
-    /// Queued after dropping this many older events (`drop-oldest`).
-    DroppedOldest(u64),
-    /// Queued after discarding this many older events (`latest-only`).
-    Replaced(u64),
-    /// The queue was full: the session was closed (`disconnect`) and this event not queued.
-    Disconnected,
-}
-
-impl PushOutcome {
-    /// What two pushes to one session in a row did, as one outcome: the drops or
-    /// replacements added up, `Disconnected` if either disconnected.
-    fn and(self, next: PushOutcome) -> PushOutcome {
-        match (self, next) {
-            (PushOutcome::Disconnected, _) | (_, PushOutcome::Disconnected) => {
-                PushOutcome::Disconnected
-            }
-            (PushOutcome::DroppedOldest(a), PushOutcome::DroppedOldest(b)) => {
-                PushOutcome::DroppedOldest(a + b)
-            }
-            (PushOutcome::Replaced(a), PushOutcome::Replaced(b)) => PushOutcome::Replaced(a + b),
-            (PushOutcome::Queued, other) | (other, PushOutcome::Queued) => other,
-            // One session has one policy, so drops and replacements never mix.
-            (first, _) => first,
-        }
-    }
-}
-
-/// Counters of one session's queue, for observability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SessionStats {
-    /// Bytes queued right now.
-    pub queued_bytes: usize,
-    /// Events dropped by `drop-oldest`.
-    pub dropped: u64,
-    /// Events discarded by `latest-only`.
-    pub replaced: u64,
-    /// Whether `disconnect` closed this session.
-    pub disconnected_slow: bool,
-}
+pub(crate) use direct::{DirectOutcome, DirectWrite, Outgoing};
+pub use policy::{PushOutcome, SessionStats, SlowClientPolicy};
 
 /// Why a queue stopped taking events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,48 +44,6 @@ pub(crate) enum CloseReason {
 }
 
 type CloseCallback = Box<dyn FnOnce() + Send + Sync>;
-
-/// A transport that can put an event on the wire from the pushing thread, without waiting
-/// and without waking the connection's task: `server::serve`'s lean path, once the
-/// response has started. Called with the queue's lock held, which is what orders it
-/// against every other push and against the consumer's own writes (see [`Link`]).
-pub(crate) trait DirectWrite: Send + Sync {
-    /// Writes `data` (the body bytes of one push; the transport frames them) if the
-    /// socket takes it now.
-    fn try_write(&self, data: Outgoing<'_>) -> DirectOutcome;
-}
-
-/// What a push hands its [`DirectWrite`]: bytes of its own, or bytes that other sessions
-/// get too (whose wire form is built once and shared; see [`SharedBytes`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Outgoing<'a> {
-    /// One session's bytes, framed by the transport as it writes them.
-    Own(&'a Bytes),
-    /// Bytes many sessions get, with their wire form built once.
-    Shared(&'a SharedBytes),
-}
-
-impl<'a> Outgoing<'a> {
-    /// The body bytes.
-    pub(crate) fn bytes(self) -> &'a Bytes {
-        match self {
-            Outgoing::Own(bytes) => bytes,
-            Outgoing::Shared(shared) => shared.bytes(),
-        }
-    }
-}
-
-/// What a [`DirectWrite`] did with an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DirectOutcome {
-    /// All of it is on the wire.
-    Written,
-    /// Part of it is on the wire; the transport keeps the rest and its consumer must
-    /// finish it before anything else is written.
-    Started,
-    /// None of it was written (the socket is full or failed): queue it as usual.
-    NotNow,
-}
 
 #[derive(Default)]
 struct QueueState {

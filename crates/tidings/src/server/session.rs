@@ -333,7 +333,7 @@ impl<S> Session<S> {
     }
 
     /// Hints the CPU to start loading what a push to this session touches first (its
-    /// queue), without waiting for it: see [`prefetch`](super::prefetch). In a loop that
+    /// queue), without waiting for it: see [`prefetch`](fn@super::prefetch). In a loop that
     /// pushes to many sessions, call it for the next session before pushing to this one,
     /// so that the next push's cache misses overlap this one's write.
     #[inline]

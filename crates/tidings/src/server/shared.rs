@@ -9,7 +9,7 @@ use super::serve::{ChunkStart, CHUNK_END};
 /// Encoded events (one or several, back to back) that a fan-out pushes to many sessions
 /// with [`Session::push_bytes_joined`](super::Session::push_bytes_joined).
 ///
-/// The form a lean HTTP/1.1 stream puts on the wire (see [`serve`](super::serve)) — the
+/// The form a lean HTTP/1.1 stream puts on the wire (see [`serve`](fn@super::serve)) — the
 /// bytes as one chunk, with its size line before and `\r\n` after — is built the first
 /// time a session writes them directly and shared by every other session that does, so
 /// each of those writes is one contiguous `send(2)` with no framing of its own. Build one
