@@ -31,6 +31,9 @@ pub struct ListenArgs {
     #[command(flatten)]
     token: crate::TokenArg,
 
+    #[command(flatten)]
+    cacert: crate::CaCertArg,
+
     /// Resume after this event id: sent as Last-Event-ID on the first request.
     #[arg(long, value_name = "ID")]
     last_event_id: Option<String>,
@@ -106,6 +109,17 @@ async fn listen(args: ListenArgs) -> ExitCode {
         .connect_timeout(Duration::from_secs(args.connect_timeout))
         .max_event_size(args.max_event_size);
     builder = builder.http2_prior_knowledge(args.http2_prior_knowledge);
+    match args.cacert.load() {
+        Ok(certificates) => {
+            for der in certificates {
+                builder = builder.add_root_certificate(der);
+            }
+        }
+        Err(message) => {
+            eprintln!("tidings listen: {message}");
+            return ExitCode::from(exit::USAGE);
+        }
+    }
     let mut source = match builder.build() {
         Ok(source) => source,
         Err(error) => {

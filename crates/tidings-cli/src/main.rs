@@ -194,6 +194,44 @@ impl TokenArg {
     }
 }
 
+/// `--cacert`, for the subcommands that talk to a hub over `https://`.
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct CaCertArg {
+    /// Trust the certificates in this PEM file for https:// URLs, besides the usual
+    /// public roots: for a hub with a self-signed or private certificate (as curl's
+    /// --cacert).
+    #[arg(long, env = "TIDINGS_CACERT", value_name = "FILE")]
+    cacert: Option<std::path::PathBuf>,
+}
+
+impl CaCertArg {
+    /// The DER of each certificate in the `--cacert` file (none without one).
+    ///
+    /// # Errors
+    /// A message for people when the file cannot be read or holds no certificate.
+    pub(crate) fn load(&self) -> Result<Vec<Vec<u8>>, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+
+        let Some(path) = &self.cacert else {
+            return Ok(Vec::new());
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read --cacert {}: {e}", path.display()))?;
+        let certificates = CertificateDer::pem_slice_iter(&pem)
+            .map(|c| c.map(|c| c.as_ref().to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("--cacert {} is not a valid PEM file: {e}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "--cacert {} holds no certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ));
+        }
+        Ok(certificates)
+    }
+}
+
 /// Parses a `--header` argument written `Name: value`.
 pub(crate) fn parse_header(text: &str) -> Result<(String, String), String> {
     let (name, value) = text

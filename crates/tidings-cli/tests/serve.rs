@@ -265,10 +265,12 @@ fn the_redis_engine_says_when_redis_cannot_be_reached() {
 
 /// Runs `tidings ARGS` with `TIDINGS_JWT_SECRET` set to `secret`, and returns its exit code
 /// and standard output and error.
-fn tidings_with_secret(secret: &str, args: &[&str]) -> (Option<i32>, String, String) {
+/// Runs `tidings` with `args` and the environment variables `env` (and no
+/// `TIDINGS_TOKEN` from the caller's): its exit code, trimmed stdout and stderr.
+fn tidings(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .env("TIDINGS_JWT_SECRET", secret)
         .env_remove("TIDINGS_TOKEN")
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .expect("tidings runs");
@@ -277,6 +279,10 @@ fn tidings_with_secret(secret: &str, args: &[&str]) -> (Option<i32>, String, Str
         String::from_utf8_lossy(&output.stdout).trim().to_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+fn tidings_with_secret(secret: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    tidings(&[("TIDINGS_JWT_SECRET", secret)], args)
 }
 
 #[test]
@@ -402,4 +408,126 @@ fn tidings_token_refuses_what_cannot_work() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--jwt-public-key"), "{stderr}");
+}
+
+/// Writes a new self-signed certificate for `localhost` and its key over `cert` and
+/// `key`.
+fn write_certificate(cert: &std::path::Path, key: &std::path::Path) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("rcgen makes a certificate");
+    std::fs::write(cert, made.cert.pem()).expect("write the certificate");
+    std::fs::write(key, made.signing_key.serialize_pem()).expect("write the key");
+}
+
+#[cfg(unix)]
+#[test]
+fn https_serves_publish_and_listen_and_sighup_takes_a_renewed_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("fullchain.pem");
+    let key = dir.path().join("privkey.pem");
+    write_certificate(&cert, &key);
+    // What the tools trust: the first certificate (self-signed, so its own root).
+    let first = dir.path().join("first.pem");
+    std::fs::copy(&cert, &first).expect("copy");
+    let (cert_arg, key_arg) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+    let (mut child, addr) = start_hub(&["--tls-cert", cert_arg, "--tls-key", key_arg]);
+    let url = format!("https://localhost:{}", addr.port());
+    let trusting = |ca: &std::path::Path, args: &[&str]| {
+        tidings(&[("TIDINGS_CACERT", ca.to_str().expect("utf-8"))], args)
+    };
+
+    let (code, one, stderr) = trusting(&first, &["publish", "--url", &url, "-t", "news", "one"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = trusting(&first, &["publish", "--url", &url, "-t", "news", "two"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let stream = format!("{url}/events?topic=news");
+    let (code, line, stderr) = tidings(
+        &[],
+        &[
+            "listen",
+            "--no-reconnect",
+            "--max-events",
+            "1",
+            "--json",
+            "--last-event-id",
+            &one,
+            "--cacert",
+            first.to_str().expect("utf-8"),
+            &stream,
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(event["data"], "two");
+
+    // Without --cacert the certificate is nobody's: the tools say so (exit code 3).
+    let (code, _, stderr) = tidings(&[], &["publish", "--url", &url, "-t", "news", "x"]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    // Plain http:// to the https port: the hub's 400 says what to do (exit code 4).
+    let plain = format!("http://localhost:{}", addr.port());
+    let (code, _, stderr) = tidings(&[], &["publish", "--url", &plain, "-t", "news", "x"]);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("https://"), "{stderr}");
+
+    // Renewed on disk, then SIGHUP: new connections get the new certificate.
+    write_certificate(&cert, &key);
+    send_signal(&child, "-HUP");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (code, _, stderr) = trusting(&cert, &["publish", "--url", &url, "-t", "news", "3"]);
+        if code == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate is served: {stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, _, stderr) = trusting(&first, &["publish", "--url", &url, "-t", "news", "x"]);
+    assert_eq!(code, Some(3), "the old certificate is gone: {stderr}");
+
+    // A broken renewal keeps the current certificate, and the hub keeps running.
+    std::fs::write(&key, "not a key").expect("write");
+    send_signal(&child, "-HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, _, stderr) = trusting(&cert, &["publish", "--url", &url, "-t", "news", "4"]);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // A CA certificate served as the hub's own (what `openssl req -x509` makes by
+    // default): refused by the tools, which say why and what to do.
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("a key");
+    let ca = params.self_signed(&ca_key).expect("a CA certificate");
+    std::fs::write(&cert, ca.pem()).expect("write the certificate");
+    std::fs::write(&key, ca_key.serialize_pem()).expect("write the key");
+    send_signal(&child, "-HUP");
+    let deadline = Instant::now() + PATIENCE;
+    let stderr = loop {
+        let (code, _, stderr) = trusting(&cert, &["publish", "--url", &url, "-t", "news", "5"]);
+        if code == Some(3) {
+            break stderr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the CA certificate is served: {stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        stderr.contains("basicConstraints=critical,CA:FALSE"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = tidings(&[], &["listen", "--cacert", "/nonexistent.pem", &stream]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot read --cacert /nonexistent.pem"),
+        "{stderr}"
+    );
+
+    send_signal(&child, "-TERM");
+    assert_eq!(wait_for_exit(&mut child).code(), Some(0));
 }

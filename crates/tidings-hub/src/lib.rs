@@ -12,6 +12,7 @@
 //! - [`topics`]: topic names and patterns;
 //! - [`auth`]: who may publish and subscribe (JSON Web Tokens that name topics);
 //! - [`config`]: flags, environment variables and the TOML file;
+//! - [`tls`]: HTTPS, the certificate and its reload;
 //! - [`web`]: the page served at `/`.
 //!
 //! Start a hub in your own program:
@@ -35,6 +36,7 @@ pub mod fanout;
 pub mod http;
 mod hub;
 mod server;
+pub mod tls;
 pub mod topics;
 pub mod web;
 

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use crate::config::{Config, LogFormat, Settings};
 use crate::error::{Error, ErrorKind};
 use crate::hub::Hub;
+use crate::tls::Certificates;
 
 /// The hub listening on a socket.
 ///
@@ -30,6 +31,7 @@ use crate::hub::Hub;
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
+    tls: Option<Arc<Certificates>>,
     hub: Arc<Hub>,
 }
 
@@ -38,7 +40,8 @@ impl Server {
     ///
     /// # Errors
     /// [`ErrorKind::Io`] when the address cannot be bound; [`ErrorKind::Engine`] when the
-    /// engine cannot be opened.
+    /// engine cannot be opened; [`ErrorKind::Config`] when `settings.tls` names files that
+    /// cannot serve HTTPS.
     pub async fn bind(settings: Settings) -> Result<Server, Error> {
         let engine = crate::hub::open_engine(&settings).await?;
         Server::bind_with_engine(settings, engine).await
@@ -54,6 +57,10 @@ impl Server {
         engine: Arc<dyn crate::engine::Engine>,
     ) -> Result<Server, Error> {
         fit_open_files(&mut settings);
+        let tls = match settings.tls.clone() {
+            Some(files) => Some(Arc::new(Certificates::load(files)?)),
+            None => None,
+        };
         let listen = settings.listen;
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             Error::with_source(ErrorKind::Io, format!("cannot listen on {listen}"), e)
@@ -62,20 +69,23 @@ impl Server {
             .local_addr()
             .map_err(|e| Error::with_source(ErrorKind::Io, "cannot read the bound address", e))?;
         let hub = Hub::with_engine(settings, engine).await?;
-        Ok(Server::from_parts(listener, local_addr, hub))
-    }
-
-    fn from_parts(listener: TcpListener, local_addr: SocketAddr, hub: Arc<Hub>) -> Server {
-        Server {
+        Ok(Server {
             listener,
             local_addr,
+            tls,
             hub,
-        }
+        })
     }
 
     /// The address the server listens on (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The URL of the hub's root: `https://` when it serves TLS, else `http://`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/", self.local_addr)
     }
 
     /// The hub behind the server.
@@ -97,6 +107,10 @@ impl Server {
     /// jittered `retry:`), waits for open requests to finish (at most
     /// `shutdown_timeout`), and flushes the engine.
     ///
+    /// With TLS, `SIGHUP` reads the certificate files again (on Unix): new connections get
+    /// the new certificate; when the files cannot serve, the error is logged and the old
+    /// certificate stays.
+    ///
     /// # Errors
     /// [`ErrorKind::Io`] when serving fails; [`ErrorKind::Engine`] when the final flush
     /// fails.
@@ -104,7 +118,9 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let Server { listener, hub, .. } = self;
+        let Server {
+            listener, tls, hub, ..
+        } = self;
         let timeout = hub.settings().shutdown_timeout;
         let started = Arc::new(Notify::new());
         let signal = {
@@ -125,10 +141,19 @@ impl Server {
         // fan-out's thread while the subscriber keeps up (see `tidings::server::serve`; no
         // layer of the hub rewrites event-stream bodies); every other request is served by
         // hyper as usual.
-        let serving = tidings::server::serve(listener, app)
+        let mut serving = tidings::server::serve(listener, app)
             .lean_when(|request| request.uri.path() == crate::http::EVENTS_PATH)
             .direct_writes(true)
             .with_graceful_shutdown(signal);
+        let _reloading = match &tls {
+            Some(certificates) => {
+                serving = serving.tls(certificates.server_config()?);
+                Some(AbortOnDrop(tokio::spawn(reload_on_hangup(Arc::clone(
+                    certificates,
+                )))))
+            }
+            None => None,
+        };
         let deadline = async {
             started.notified().await;
             tokio::time::sleep(timeout).await;
@@ -163,8 +188,8 @@ pub async fn serve(config: Config) -> Result<(), Error> {
         address = %server.local_addr(),
         engine = server.hub().engine().name(),
         history_max_events = settings.history_max_events,
-        "tidings hub listening on http://{}",
-        server.local_addr()
+        "tidings hub listening on {}",
+        server.url()
     );
     server.run_until(shutdown).await
 }
@@ -230,6 +255,48 @@ fn check_log_filter(filter: &str) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Reads the certificate files again on every `SIGHUP` (Unix; elsewhere, never). The
+/// handler is installed here, before the future is first polled, so that a `SIGHUP` sent
+/// as soon as the hub listens reloads instead of ending the process.
+fn reload_on_hangup(certificates: Arc<Certificates>) -> impl Future<Output = ()> + Send {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hangups = signal(SignalKind::hangup());
+        async move {
+            let mut hangups = match hangups {
+                Ok(hangups) => hangups,
+                Err(err) => {
+                    return tracing::warn!(error = %err, "cannot watch SIGHUP; TLS certificates are read at start-up only");
+                }
+            };
+            while hangups.recv().await.is_some() {
+                match certificates.reload() {
+                    Ok(()) => {
+                        tracing::info!("SIGHUP: TLS certificate reloaded; new connections get it")
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "SIGHUP: TLS certificate not reloaded; still serving the previous one")
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async move {
+        drop(certificates);
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

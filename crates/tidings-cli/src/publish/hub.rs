@@ -58,6 +58,13 @@ impl Hub {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for der in args.cacert.load().map_err(usage)? {
+            roots.add(der.into()).map_err(|e| {
+                usage(format!(
+                    "--cacert holds a certificate rustls cannot use: {e}"
+                ))
+            })?;
+        }
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Failure::new(exit::FAILURE, format!("could not set up TLS: {e}")))?
@@ -100,7 +107,10 @@ impl Hub {
             let response = self.client.request(request).await.map_err(|e| {
                 Failure::new(
                     exit::CONNECTION,
-                    format!("could not reach the hub at {endpoint}: {}", error_chain(&e)),
+                    format!(
+                        "could not reach the hub at {endpoint}: {}",
+                        tidings::client::describe_error(&e)
+                    ),
                 )
             })?;
             let status = response.status();
@@ -195,18 +205,6 @@ fn printable(text: &str) -> String {
         }
     }
     shown
-}
-
-/// An error and its sources on one line ("client error (Connect): connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -56,6 +56,9 @@ pub struct PublishArgs {
     #[command(flatten)]
     token: crate::TokenArg,
 
+    #[command(flatten)]
+    cacert: crate::CaCertArg,
+
     /// With --stdin, how many lines to send per request (at most).
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch: u32,
@@ -314,6 +317,7 @@ mod tests {
             url: String::new(),
             headers: Vec::new(),
             token: crate::TokenArg::default(),
+            cacert: crate::CaCertArg::default(),
             batch,
             batch_bytes,
             timeout: 1,

@@ -10,6 +10,8 @@
 //! | setting | default | meaning |
 //! |---|---|---|
 //! | `listen` | `127.0.0.1:8080` | address to listen on |
+//! | `tls_cert` | none | PEM certificate chain: serve HTTPS (and HTTP/2) instead of plain HTTP, see [`crate::tls`] |
+//! | `tls_key` | none | PEM private key of `tls_cert` (both files are read again on `SIGHUP`) |
 //! | `engine` | `disk` | where events are stored: `disk`, `memory` (`--memory` for short) or `redis` |
 //! | `data_dir` | `./tidings-data` | the disk engine's directory (created if missing) |
 //! | `redis_url` | `redis://127.0.0.1:6379` | the Redis engine's server (`rediss://` for TLS, `redis://:password@host/db`) |
@@ -69,6 +71,7 @@ pub use values::{EngineKind, HumanDuration, LogFormat, Secret, SlowClient};
 use crate::auth::{Access, AuthSettings, JwtKey};
 use crate::error::{Error, ErrorKind};
 use crate::http::cors::normalize_origin;
+use crate::tls::TlsFiles;
 
 /// The hub's settings as given: every field optional, from flags, the environment, or a
 /// TOML file. [`Config::resolve`] turns it into [`Settings`].
@@ -83,6 +86,16 @@ pub struct Config {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "TIDINGS_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+
+    /// Serve HTTPS (and HTTP/2) with this PEM certificate chain, the server's certificate
+    /// first (as Let's Encrypt's fullchain.pem); needs --tls-key. Both files are read
+    /// again on SIGHUP [default: none: plain HTTP].
+    #[arg(long, env = "TIDINGS_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of the --tls-cert certificate [default: none].
+    #[arg(long, env = "TIDINGS_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 
     /// Where events are stored [default: disk].
     #[arg(long, env = "TIDINGS_ENGINE", value_name = "ENGINE")]
@@ -223,6 +236,8 @@ pub struct Config {
 pub struct Settings {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Serve HTTPS with these files (`None`: plain HTTP).
+    pub tls: Option<TlsFiles>,
     /// Where events are stored.
     pub engine: EngineKind,
     /// The disk engine's directory.
@@ -276,6 +291,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
             engine: EngineKind::Memory,
             data_dir: PathBuf::from("./tidings-data"),
             redis_url: crate::engine::DEFAULT_REDIS_URL.to_owned(),
@@ -336,8 +352,26 @@ impl Config {
             (None, Some(path)) => Some(JwtKey::PublicKeyFile(path)),
             (None, None) => None,
         };
+        let tls = match (
+            self.tls_cert.clone().or(file.tls_cert),
+            self.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(Error::new(
+                ErrorKind::Config,
+                "tls_cert is set but tls_key is not: HTTPS needs the certificate's private key too",
+            )),
+            (None, Some(_)) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "tls_key is set but tls_cert is not: HTTPS needs the certificate chain too",
+                ))
+            }
+        };
         let settings = Settings {
             listen: self.listen.or(file.listen).unwrap_or(d.listen),
+            tls,
             engine: if self.memory {
                 EngineKind::Memory
             } else {

@@ -169,3 +169,33 @@ fn origins_are_taken_as_browsers_send_them() {
         ]
     );
 }
+
+#[test]
+fn tls_takes_both_files_from_any_layer_or_neither() {
+    let file =
+        Config::from_toml("tls_cert = \"/etc/tidings/fullchain.pem\"\n").expect("valid toml");
+    let both = Config {
+        tls_key: Some("/etc/tidings/privkey.pem".into()),
+        ..file.clone()
+    };
+    assert_eq!(
+        both.resolve().expect("valid").tls,
+        Some(TlsFiles {
+            cert: "/etc/tidings/fullchain.pem".into(),
+            key: "/etc/tidings/privkey.pem".into(),
+        })
+    );
+    assert_eq!(Config::default().resolve().expect("valid").tls, None);
+
+    let err = file.resolve().expect_err("a certificate without its key");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("tls_key is not"), "{err}");
+    let key_only = Config {
+        tls_key: Some("/etc/tidings/privkey.pem".into()),
+        ..Config::default()
+    };
+    let err = key_only
+        .resolve()
+        .expect_err("a key without its certificate");
+    assert!(err.to_string().contains("tls_cert is not"), "{err}");
+}

@@ -117,7 +117,7 @@ pub(crate) async fn connect(
             Err(e) => {
                 return Attempt::Retry(Error::new(
                     ErrorKind::Connect,
-                    format!("could not connect to {url}: {}", error_chain(&e)),
+                    format!("could not connect to {url}: {}", describe_error(&e)),
                 ))
             }
         };
@@ -232,7 +232,7 @@ pub(crate) async fn read(body: &mut Incoming, idle_timeout: Option<Duration>) ->
                     ErrorKind::Io,
                     format!(
                         "the connection failed while reading the stream: {}",
-                        error_chain(&e)
+                        describe_error(&e)
                     ),
                 ))
             }
@@ -246,9 +246,16 @@ pub(crate) async fn read(body: &mut Incoming, idle_timeout: Option<Duration>) ->
 }
 
 /// An error and all its sources on one line: hyper's own message alone ("client error
-/// (Connect)") does not say that the connection was refused.
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// (Connect)") does not say that the connection was refused. When the cause is a
+/// certificate the client would not accept, what to do about it follows.
+///
+/// ```
+/// let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+/// assert_eq!(tidings::client::describe_error(&refused), "connection refused");
+/// ```
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
+    let mut advice = certificate_advice(error);
     let mut source = error.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
@@ -256,9 +263,57 @@ fn error_chain(error: &dyn std::error::Error) -> String {
             text.push_str(": ");
             text.push_str(&cause_text);
         }
+        advice = advice.or_else(|| certificate_advice(cause));
         source = cause.source();
     }
+    if let Some(advice) = advice {
+        text.push_str(" (");
+        text.push_str(advice);
+        text.push(')');
+    }
     text
+}
+
+/// What to do about a certificate error, when `error` is one.
+fn certificate_advice(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use rustls::CertificateError;
+
+    let rustls::Error::InvalidCertificate(certificate) = rustls_error(error)? else {
+        return None;
+    };
+    Some(match certificate {
+        CertificateError::UnknownIssuer => {
+            "the server's certificate is not signed by a root this client trusts: for a \
+             self-signed or private certificate, trust it or its CA explicitly"
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            "the server's certificate does not name the host in the URL"
+        }
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "the server's certificate has expired"
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "the server's certificate is not valid yet: check the clocks"
+        }
+        // webpki's error, which rustls passes on as `Other`, names itself this way.
+        CertificateError::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => {
+            "the server's certificate is a CA certificate (basicConstraints CA:TRUE, as \
+             `openssl req -x509` makes by default), which is refused as a server's own: \
+             make it with `-addext basicConstraints=critical,CA:FALSE`, or sign a server \
+             certificate with that CA"
+        }
+        _ => return None,
+    })
+}
+
+/// The rustls error `error` is, or holds inside `io::Error`s (whose `source()` skips the
+/// error they hold; hyper-rustls wraps tokio-rustls's `io::Error` in another).
+fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(rustls) = error.downcast_ref::<rustls::Error>() {
+        return Some(rustls);
+    }
+    let io = error.downcast_ref::<std::io::Error>()?;
+    rustls_error(io.get_ref()?)
 }
 
 fn show(duration: Duration) -> String {
@@ -290,6 +345,35 @@ mod tests {
     fn error_chains_name_the_root_cause() {
         let root = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let outer = Error::with_source(ErrorKind::Connect, "client error (Connect)", root);
-        assert_eq!(error_chain(&outer), "client error (Connect): refused");
+        assert_eq!(describe_error(&outer), "client error (Connect): refused");
+    }
+
+    #[test]
+    fn certificate_errors_say_what_to_do() {
+        // As hyper-rustls reports it: tokio-rustls's `io::Error` inside another.
+        let hidden = |error: rustls::CertificateError| {
+            let io = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(error),
+            );
+            let outer = std::io::Error::other(io);
+            Error::with_source(ErrorKind::Connect, "client error (Connect)", outer)
+        };
+        let text = describe_error(&hidden(rustls::CertificateError::UnknownIssuer));
+        assert!(
+            text.starts_with("client error (Connect): invalid peer certificate: UnknownIssuer (")
+                && text.contains("trust it or its CA explicitly"),
+            "{text}"
+        );
+        let text = describe_error(&hidden(rustls::CertificateError::Expired));
+        assert!(
+            text.ends_with("(the server's certificate has expired)"),
+            "{text}"
+        );
+        let text = describe_error(&hidden(rustls::CertificateError::BadSignature));
+        assert_eq!(
+            text, "client error (Connect): invalid peer certificate: BadSignature",
+            "no advice where there is none to give"
+        );
     }
 }

@@ -20,7 +20,7 @@ use http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -94,6 +94,8 @@ pub fn serve(listener: TcpListener, router: Router) -> Serve {
         router,
         lean: Arc::new(|parts: &Parts| crate::server::accepts_event_stream(&parts.headers)),
         direct_writes: false,
+        #[cfg(feature = "tls")]
+        tls: None,
         signal: None,
     }
 }
@@ -105,6 +107,8 @@ pub struct Serve {
     router: Router,
     lean: LeanTest,
     direct_writes: bool,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
     signal: Option<Signal>,
 }
 
@@ -133,6 +137,26 @@ impl Serve {
         self
     }
 
+    /// Serves HTTPS: every connection starts with a TLS handshake under `config`, and is
+    /// then served by hyper, HTTP/2 or HTTP/1.1 as ALPN decides (put `h2` and `http/1.1`
+    /// in `config.alpn_protocols` to offer both; with none, HTTP/1.1). The first byte and
+    /// the handshake must arrive within the time a plain connection has for its first
+    /// request head (30 s).
+    ///
+    /// The lean path and [`direct_writes`](Serve::direct_writes) are plain-TCP only: TLS
+    /// records are written by the TLS session, so over TLS an event stream is an ordinary
+    /// hyper response body (the session still coalesces what is queued into one write
+    /// per wake-up), and an idle stream costs hyper's buffers and the TLS state besides.
+    ///
+    /// A connection that opens with anything but a TLS handshake (a plain `http://`
+    /// request to this port, say) gets a `400` `application/problem+json` answer in
+    /// clear text saying to use `https://`, and is closed.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Serve {
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        self
+    }
+
     /// Serves until `signal` resolves, then stops accepting, asks every hyper connection
     /// to finish its requests and close, and resolves once every connection has closed.
     ///
@@ -152,6 +176,8 @@ impl Serve {
             router,
             lean,
             direct_writes,
+            #[cfg(feature = "tls")]
+            tls,
             signal,
         } = self;
         // As `into_make_service` does: routes become services once, not per request.
@@ -170,6 +196,8 @@ impl Serve {
                 router: router.clone(),
                 lean: Arc::clone(&lean),
                 direct_writes,
+                #[cfg(feature = "tls")]
+                tls: tls.clone(),
                 stop: stop.clone(),
                 done: done_rx.clone(),
             };
@@ -229,6 +257,8 @@ struct Connection {
     router: Router,
     lean: LeanTest,
     direct_writes: bool,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: watch::Sender<()>,
     /// Held for the connection's life (a lean stream takes it over): see `Serve::run`.
     done: watch::Receiver<()>,
@@ -238,6 +268,10 @@ impl Connection {
     async fn serve(self, mut stream: TcpStream) {
         // Events are small writes that must leave at once; sessions coalesce them already.
         let _ = stream.set_nodelay(true);
+        #[cfg(feature = "tls")]
+        if let Some(acceptor) = self.tls.clone() {
+            return self.serve_tls(stream, acceptor).await;
+        }
         let mut read = BytesMut::with_capacity(FIRST_READ_BYTES);
         let sniffed = tokio::select! {
             sniffed = tokio::time::timeout(HEAD_TIMEOUT, sniff(&mut stream, &mut read, &*self.lean)) => sniffed,
@@ -255,6 +289,45 @@ impl Connection {
             }
             Ok(Err(err)) => tracing::trace!(error = %err, "connection closed before a request"),
             Err(_) => tracing::trace!("no request head within {HEAD_TIMEOUT:?}; closing"),
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Connection {
+    /// Completes the TLS handshake (or answers a connection that does not start one),
+    /// then serves the connection with hyper.
+    async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
+        /// The first byte of every TLS connection: the type of a handshake record.
+        const TLS_HANDSHAKE: u8 = 0x16;
+        let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+        let mut first = [0u8; 1];
+        let peeked = tokio::select! {
+            peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)) => peeked,
+            () = self.stop.closed() => return,
+        };
+        match peeked {
+            Ok(Ok(0)) => return tracing::trace!("connection closed before a TLS handshake"),
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return tracing::trace!(error = %err, "connection failed"),
+            Err(_) => return tracing::trace!("nothing sent within {HEAD_TIMEOUT:?}; closing"),
+        }
+        if first[0] != TLS_HANDSHAKE {
+            let bad = Malformed::new(
+                StatusCode::BAD_REQUEST,
+                "tls-required",
+                "this port serves HTTPS only: use an https:// URL",
+            );
+            return refuse(stream, &bad).await;
+        }
+        let handshake = tokio::select! {
+            tls = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => tls,
+            () = self.stop.closed() => return,
+        };
+        match handshake {
+            Ok(Ok(tls)) => Box::pin(serve_hyper(tls, self.router, &self.stop)).await,
+            Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!("no TLS handshake within {HEAD_TIMEOUT:?}; closing"),
         }
     }
 }
@@ -313,7 +386,10 @@ async fn refuse(mut stream: TcpStream, bad: &Malformed) {
 
 /// Serves the connection with hyper (HTTP/1 with keep-alive and upgrades, or HTTP/2),
 /// finishing gracefully when `stop` is asked to.
-async fn serve_hyper(io: Rewind, router: Router, stop: &watch::Sender<()>) {
+async fn serve_hyper<I>(io: I, router: Router, stop: &watch::Sender<()>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http2().enable_connect_protocol();
     let service = TowerToHyperService::new(router);

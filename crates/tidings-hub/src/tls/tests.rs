@@ -1,0 +1,126 @@
+use std::path::Path;
+
+use super::*;
+
+/// A self-signed certificate for `localhost` and its key, in PEM.
+fn self_signed() -> (String, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("rcgen makes a certificate");
+    (certified.cert.pem(), certified.signing_key.serialize_pem())
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write a test file");
+    path
+}
+
+fn files(cert: PathBuf, key: PathBuf) -> TlsFiles {
+    TlsFiles { cert, key }
+}
+
+fn load_error(files: TlsFiles) -> String {
+    let err = Certificates::load(files).expect_err("must be refused");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    err.to_string()
+}
+
+/// The DER of the end-entity certificate `certificates` serves now.
+fn served(certificates: &Certificates) -> Vec<u8> {
+    let current = certificates.current.read().expect("not poisoned");
+    current.cert[0].as_ref().to_vec()
+}
+
+#[test]
+fn a_matching_pair_loads_from_two_files_or_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed();
+    let cert_path = write(dir.path(), "cert.pem", &cert);
+    let key_path = write(dir.path(), "key.pem", &key);
+    let certificates = Arc::new(Certificates::load(files(cert_path, key_path)).expect("loads"));
+    let config = certificates.server_config().expect("a config");
+    assert_eq!(
+        config.alpn_protocols,
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
+    assert!(certificates.resolve_now().is_some());
+
+    let both = write(dir.path(), "both.pem", &format!("{cert}{key}"));
+    Certificates::load(files(both.clone(), both)).expect("one file with both loads");
+}
+
+#[test]
+fn files_that_cannot_serve_are_refused_with_what_is_wrong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed();
+    let (_, other_key) = self_signed();
+    let cert_path = write(dir.path(), "cert.pem", &cert);
+    let key_path = write(dir.path(), "key.pem", &key);
+    let missing = dir.path().join("missing.pem");
+
+    let message = load_error(files(missing.clone(), key_path.clone()));
+    assert!(
+        message.contains("cannot read tls_cert") && message.contains("missing.pem"),
+        "{message}"
+    );
+    let message = load_error(files(cert_path.clone(), missing));
+    assert!(message.contains("cannot read tls_key"), "{message}");
+
+    let message = load_error(files(key_path.clone(), key_path.clone()));
+    assert!(message.contains("holds no certificate"), "{message}");
+    let message = load_error(files(cert_path.clone(), cert_path.clone()));
+    assert!(message.contains("holds no private key"), "{message}");
+
+    let other = write(dir.path(), "other-key.pem", &other_key);
+    let message = load_error(files(cert_path.clone(), other));
+    assert!(
+        message.contains("is not the key of the first certificate in tls_cert"),
+        "{message}"
+    );
+
+    let broken = write(
+        dir.path(),
+        "broken.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64 !!\n-----END CERTIFICATE-----\n",
+    );
+    let message = load_error(files(broken, key_path.clone()));
+    assert!(message.contains("is not a valid PEM file"), "{message}");
+
+    let not_x509 = write(
+        dir.path(),
+        "not-x509.pem",
+        "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
+    );
+    let message = load_error(files(not_x509, key_path));
+    assert!(
+        message.contains("cannot be used with tls_cert"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_reload_serves_the_new_files_and_keeps_the_old_on_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first_cert, first_key) = self_signed();
+    let cert_path = write(dir.path(), "cert.pem", &first_cert);
+    let key_path = write(dir.path(), "key.pem", &first_key);
+    let certificates =
+        Certificates::load(files(cert_path.clone(), key_path.clone())).expect("loads");
+    let first = served(&certificates);
+
+    let (second_cert, second_key) = self_signed();
+    write(dir.path(), "cert.pem", &second_cert);
+    // Half-renewed: the new certificate beside the old key.
+    let err = certificates
+        .reload()
+        .expect_err("a mismatched pair is refused");
+    assert!(err.to_string().contains("is not the key"), "{err}");
+    assert_eq!(served(&certificates), first, "the old certificate stays");
+
+    write(dir.path(), "key.pem", &second_key);
+    certificates.reload().expect("the renewed pair loads");
+    let second = served(&certificates);
+    assert_ne!(second, first);
+    let served_now = certificates.resolve_now().expect("a certificate");
+    assert_eq!(served_now.cert[0].as_ref(), &second[..]);
+}
