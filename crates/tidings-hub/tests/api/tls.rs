@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,6 +75,32 @@ async fn connect(
     tls
 }
 
+/// An HTTP/2 connection (by ALPN) to `addr`, trusting `trusted`.
+async fn h2(
+    addr: SocketAddr,
+    trusted: &CertificateDer<'static>,
+) -> http2::SendRequest<Full<Bytes>> {
+    let tls = connect(addr, trusted, b"h2").await;
+    let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// An HTTP/1.1 connection (by ALPN) to `addr`, trusting `trusted`.
+async fn h1(
+    addr: SocketAddr,
+    trusted: &CertificateDer<'static>,
+) -> http1::SendRequest<Full<Bytes>> {
+    let tls = connect(addr, trusted, b"http/1.1").await;
+    let (sender, connection) = http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
 /// Reads `body` until its bytes hold `needle`; what was read.
 async fn read_until(body: &mut Incoming, needle: &str) -> String {
     let mut seen = Vec::new();
@@ -113,12 +140,7 @@ async fn over_http2_one_connection_carries_a_stream_and_publishes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (hub, trusted) = tls_hub(dir.path()).await;
     let authority = format!("localhost:{}", hub.addr.port());
-    let tls = connect(hub.addr, &trusted, b"h2").await;
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("HTTP/2 handshake");
-    tokio::spawn(connection);
+    let mut sender = h2(hub.addr, &trusted).await;
 
     let subscribe = Request::get(format!("https://{authority}/events?topic=news"))
         .header("accept", "text/event-stream")
@@ -157,11 +179,7 @@ async fn over_http1_a_stream_and_a_publish_work_as_over_plain_tcp() {
     let (hub, trusted) = tls_hub(dir.path()).await;
     let authority = format!("localhost:{}", hub.addr.port());
 
-    let tls = connect(hub.addr, &trusted, b"http/1.1").await;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("HTTP/1.1 handshake");
-    tokio::spawn(connection);
+    let mut sender = h1(hub.addr, &trusted).await;
     let subscribe = Request::get("/events?topic=news")
         .header("host", &authority)
         .header("accept", "text/event-stream")
@@ -173,11 +191,7 @@ async fn over_http1_a_stream_and_a_publish_work_as_over_plain_tcp() {
     let mut stream = response.into_body();
     read_until(&mut stream, "retry:").await;
 
-    let tls = connect(hub.addr, &trusted, b"http/1.1").await;
-    let (mut publisher, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("HTTP/1.1 handshake");
-    tokio::spawn(connection);
+    let mut publisher = h1(hub.addr, &trusted).await;
     let mut request = publish_request(&authority, "news", "over http/1.1");
     *request.uri_mut() = "/publish".parse().expect("a path");
     request
@@ -198,12 +212,7 @@ async fn the_library_client_follows_a_stream_over_https() {
         .build()
         .expect("a valid client");
     let published = {
-        let tls = connect(hub.addr, &trusted, b"h2").await;
-        let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .expect("HTTP/2 handshake");
-        tokio::spawn(connection);
+        let mut sender = h2(hub.addr, &trusted).await;
         let authority = format!("localhost:{}", hub.addr.port());
         async move {
             // Published once the subscription is open (the client has seen `open`).
@@ -282,11 +291,7 @@ async fn a_client_that_does_not_trust_the_certificate_is_refused_and_the_hub_goe
     assert!(refused.is_err(), "the handshake fails on the client's side");
 
     // A client that trusts it is served as before.
-    let tls = connect(hub.addr, &trusted, b"http/1.1").await;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("HTTP/1.1 handshake");
-    tokio::spawn(connection);
+    let mut sender = h1(hub.addr, &trusted).await;
     let health = Request::get("/healthz")
         .header("host", "localhost")
         .body(Full::new(Bytes::new()))
