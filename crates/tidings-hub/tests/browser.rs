@@ -2,7 +2,7 @@
 //! HTTP API, loads `/`, receives a published event through a real `EventSource`, and
 //! catches up with `?lastEventId=` after its connection is dropped and restored; on a hub
 //! that takes tokens, it says why it was refused, then subscribes and publishes with the
-//! token it is given.
+//! token it is given; over HTTPS, the page and its stream come over HTTP/2.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver`. Without them the test
 //! prints `skipped: browser test (install chromium chromium-driver)` and passes, unless
@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use common::{request, TestHub};
 use tidings_hub::auth::{issue, Access, AuthSettings, JwtKey, Rights};
 use tidings_hub::engine::NewEvent;
+use tidings_hub::tls::TlsFiles;
 use tidings_hub::topics::{Topic, TopicPattern};
 use tidings_hub::Settings;
 
@@ -40,6 +41,11 @@ async fn page_sends_its_token_to_a_hub_that_takes_tokens() {
     in_browser(Scenario::Token).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_streams_and_publishes_over_https_and_http2() {
+    in_browser(Scenario::Https).await;
+}
+
 /// What a browser test does with the page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
@@ -48,6 +54,9 @@ enum Scenario {
     /// A hub that takes tokens for publishing and subscribing: refused without one, and
     /// the page subscribes and publishes once it is given one.
     Token,
+    /// A hub serving HTTPS (a certificate made for the test, which the browser is told to
+    /// accept): the page, its stream and its publish, over HTTP/2.
+    Https,
 }
 
 const SECRET: &str = "a secret for the browser test, 32+ bytes";
@@ -65,8 +74,24 @@ async fn in_browser(scenario: Scenario) {
         return;
     };
 
+    let certificate_dir = tempfile::tempdir().expect("tempdir");
     let hub = match scenario {
         Scenario::CatchUp => TestHub::start_default().await,
+        Scenario::Https => {
+            let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+                .expect("rcgen makes a certificate");
+            let files = TlsFiles {
+                cert: certificate_dir.path().join("cert.pem"),
+                key: certificate_dir.path().join("key.pem"),
+            };
+            std::fs::write(&files.cert, made.cert.pem()).expect("write the certificate");
+            std::fs::write(&files.key, made.signing_key.serialize_pem()).expect("write the key");
+            TestHub::start(Settings {
+                tls: Some(files),
+                ..Settings::default()
+            })
+            .await
+        }
         Scenario::Token => {
             TestHub::start(Settings {
                 auth: AuthSettings {
@@ -162,6 +187,8 @@ async fn drive_page(
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-background-networking", "--disable-component-update",
                     "--disable-sync", "--no-first-run", "--window-size=1200,1100",
+                    // The HTTPS scenario's certificate is made by the test.
+                    "--ignore-certificate-errors",
                     format!("--user-data-dir={}", profile.display()),
                 ],
             },
@@ -175,7 +202,10 @@ async fn drive_page(
     *session = Some(id.clone());
     let base = format!("/session/{id}");
 
-    let page = format!("http://{}/?topic=demo", hub.addr);
+    let page = match scenario {
+        Scenario::Https => format!("https://localhost:{}/?topic=demo", hub.addr.port()),
+        _ => format!("http://{}/?topic=demo", hub.addr),
+    };
     webdriver(
         driver,
         Method::POST,
@@ -186,6 +216,7 @@ async fn drive_page(
     match scenario {
         Scenario::CatchUp => catch_up(hub, driver, &base).await,
         Scenario::Token => with_a_token(hub, driver, &base).await,
+        Scenario::Https => over_https(hub, driver, &base).await,
     }
 
     // TIDINGS_SCREENSHOT=page.png keeps a picture of the page as the test left it.
@@ -278,14 +309,7 @@ async fn with_a_token(hub: &TestHub, driver: SocketAddr, base: &str) {
     );
     execute(driver, base, &set_token).await;
     wait_for_state(driver, base, "open").await;
-    let event = NewEvent {
-        topics: vec![Topic::new("demo").expect("topic")],
-        event_type: None,
-        data: "for token holders".to_owned(),
-        retry: None,
-    };
-    let stored = hub.hub.publish(vec![event]).await.expect("stored");
-    let id = stored[0].id.to_string();
+    let id = publish_in_process(hub, "for token holders").await;
     let rows = wait_for_rows(driver, base, &[id.as_str()]).await;
     assert_eq!(rows[0].data, "for token holders");
 
@@ -295,6 +319,48 @@ async fn with_a_token(hub: &TestHub, driver: SocketAddr, base: &str) {
     assert!(result.starts_with("stored as "), "{result}");
     let published = result.trim_start_matches("stored as ").to_owned();
     wait_for_rows(driver, base, &[id.as_str(), published.as_str()]).await;
+}
+
+async fn over_https(hub: &TestHub, driver: SocketAddr, base: &str) {
+    wait_for_state(driver, base, "open").await;
+    let protocol = execute(
+        driver,
+        base,
+        "return performance.getEntriesByType('navigation')[0].nextHopProtocol;",
+    )
+    .await;
+    assert_eq!(protocol, "h2", "the page came over HTTP/2");
+
+    let first = publish_in_process(hub, "over https").await;
+    let rows = wait_for_rows(driver, base, &[first.as_str()]).await;
+    assert_eq!(rows[0].data, "over https");
+
+    // The page's publish form, over the same HTTP/2 connection as its stream.
+    click(driver, base, "publish").await;
+    let result = wait_for_text(driver, base, "publish-result").await;
+    assert!(result.starts_with("stored as "), "{result}");
+    let published = result.trim_start_matches("stored as ").to_owned();
+    wait_for_rows(driver, base, &[first.as_str(), published.as_str()]).await;
+    let protocol = execute(
+        driver,
+        base,
+        "return performance.getEntriesByType('resource')
+            .filter((e) => e.name.includes('/publish')).map((e) => e.nextHopProtocol).join();",
+    )
+    .await;
+    assert_eq!(protocol, "h2", "the publish went over HTTP/2");
+}
+
+/// Publishes `data` to `demo` through the hub itself (no token, no HTTP client); its id.
+async fn publish_in_process(hub: &TestHub, data: &str) -> String {
+    let event = NewEvent {
+        topics: vec![Topic::new("demo").expect("topic")],
+        event_type: None,
+        data: data.to_owned(),
+        retry: None,
+    };
+    let stored = hub.hub.publish(vec![event]).await.expect("stored");
+    stored[0].id.to_string()
 }
 
 /// Waits until the element `element_id` has text, and returns it.
