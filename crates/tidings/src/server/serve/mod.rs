@@ -151,6 +151,27 @@ impl Serve {
     /// A connection that opens with anything but a TLS handshake (a plain `http://`
     /// request to this port, say) gets a `400` `application/problem+json` answer in
     /// clear text saying to use `https://`, and is closed.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    ///
+    /// use rustls::pki_types::pem::PemObject;
+    /// use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    ///
+    /// # async fn run(app: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
+    /// let chain = CertificateDer::pem_file_iter("fullchain.pem")?.collect::<Result<Vec<_>, _>>()?;
+    /// let key = PrivateKeyDer::from_pem_file("privkey.pem")?;
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_no_client_auth()
+    ///     .with_single_cert(chain, key)?;
+    /// config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    ///
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:443").await?;
+    /// tidings::server::serve(listener, app).tls(Arc::new(config)).await?;
+    /// # Ok(()) }
+    /// ```
     #[cfg(feature = "tls")]
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Serve {
         self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
