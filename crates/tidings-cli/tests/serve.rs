@@ -460,6 +460,36 @@ fn https_serves_publish_and_listen_and_sighup_takes_a_renewed_certificate() {
     let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
     assert_eq!(event["data"], "two");
 
+    // tidings bench over https: subscribers and publisher both on TLS.
+    let bench_stream = format!("{url}/events?topic=bench");
+    let (code, report, stderr) = trusting(
+        &first,
+        &[
+            "bench",
+            &bench_stream,
+            "-c",
+            "3",
+            "--publish-url",
+            &format!("{url}/publish"),
+            "--body",
+            r#"{"topic":"bench","data":"{seq} {ts}"}"#,
+            "--content-type",
+            "application/json",
+            "--rate",
+            "0",
+            "--count",
+            "5",
+            "--settle",
+            "0",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("--json prints JSON");
+    assert_eq!(report["subscribers"]["connected"], 3, "{report}");
+    assert_eq!(report["delivery"]["delivered"], 15, "{report}");
+    assert_eq!(report["delivery"]["missing"], 0, "{report}");
+
     // Without --cacert the certificate is nobody's: the tools say so (exit code 3).
     let (code, _, stderr) = tidings(&[], &["publish", "--url", &url, "-t", "news", "x"]);
     assert_eq!(code, Some(3), "{stderr}");

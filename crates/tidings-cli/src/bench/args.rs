@@ -52,7 +52,7 @@ Exit codes:
 #[derive(Debug, Args)]
 #[command(after_help = BENCH_HELP)]
 pub struct BenchArgs {
-    /// The event stream the subscribers open (http:// only), e.g.
+    /// The event stream the subscribers open (http:// or https://; HTTP/1.1), e.g.
     /// http://127.0.0.1:8080/events?topic=a
     pub url: String,
 
@@ -70,6 +70,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
     pub connect_timeout: f64,
 
+    #[command(flatten)]
+    pub cacert: crate::CaCertArg,
+
     /// Send this header with every subscribe request, written 'Name: value' (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = crate::parse_header)]
     pub headers: Vec<(String, String)>,
@@ -80,7 +83,8 @@ pub struct BenchArgs {
     #[arg(long = "source", value_name = "ADDRS", value_parser = parse_sources)]
     pub sources: Vec<Vec<IpAddr>>,
 
-    /// Where to publish (http:// only). Without it the bench only connects and holds.
+    /// Where to publish (http:// or https://; HTTP/1.1). Without it the bench only
+    /// connects and holds.
     #[arg(long, value_name = "URL")]
     pub publish_url: Option<String>,
 

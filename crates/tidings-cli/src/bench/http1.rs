@@ -5,18 +5,26 @@
 //!
 //! Why not hyper's client: 15,000 subscriber connections each cost a task, a socket, a read
 //! buffer and a parser here, and nothing else, so the bench's own memory and CPU stay small
-//! next to the server's on a shared machine.
+//! next to the server's on a shared machine. `https://` adds a rustls session (HTTP/1.1 by
+//! ALPN) to each connection.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 /// The largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// An `http://` URL, split the way a request needs it.
-#[derive(Debug, Clone)]
+/// An `http://` or `https://` URL, split the way a request needs it.
+#[derive(Clone)]
 pub struct Target {
     /// The `Host` header value.
     pub authority: String,
@@ -24,18 +32,39 @@ pub struct Target {
     pub path_and_query: String,
     /// Where to connect.
     pub address: SocketAddr,
+    /// For `https://`: the TLS client and the name the certificate must carry.
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("authority", &self.authority)
+            .field("path_and_query", &self.path_and_query)
+            .field("address", &self.address)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Target {
-    /// Parses `url` and resolves its host once.
+    /// Parses `url` and resolves its host once; an `https://` URL's certificate must be
+    /// signed by a public root or by one of `extra_roots` (DER).
     ///
     /// # Errors
-    /// The URL is not `http://host[:port]/...`, or its host does not resolve.
-    pub async fn resolve(url: &str) -> Result<Target, String> {
+    /// The URL is not `http(s)://host[:port]/...`, its host does not resolve, or an extra
+    /// root is not a certificate.
+    pub async fn resolve(url: &str, extra_roots: &[Vec<u8>]) -> Result<Target, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!("`{url}`: only http:// URLs can be benched"));
-        }
+        let secure = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                return Err(format!(
+                    "`{url}`: only http:// and https:// URLs can be benched"
+                ))
+            }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| format!("`{url}` has no host"))?;
@@ -44,11 +73,20 @@ impl Target {
                 "`{url}` has an invalid port (ports go from 0 to 65535)"
             ));
         }
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority
+            .port_u16()
+            .unwrap_or(if secure { 443 } else { 80 });
         let host = authority
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
+        let tls = if secure {
+            let name = ServerName::try_from(host.to_owned())
+                .map_err(|e| format!("`{url}`: {host} cannot name a certificate: {e}"))?;
+            Some((connector(extra_roots)?, name))
+        } else {
+            None
+        };
         let address = tokio::net::lookup_host((host, port))
             .await
             .map_err(|e| format!("`{url}`: cannot resolve {host}: {e}"))?
@@ -61,11 +99,13 @@ impl Target {
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_else(|| "/".to_owned()),
             address,
+            tls,
         })
     }
 
-    /// Opens a TCP connection, from `source` (any port) when given.
-    pub async fn connect(&self, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    /// Opens a connection (TCP, and TLS for `https://`), from `source` (any port) when
+    /// given.
+    pub async fn connect(&self, source: Option<IpAddr>) -> io::Result<Stream> {
         let socket = if self.address.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -76,7 +116,83 @@ impl Target {
         }
         let stream = socket.connect(self.address).await?;
         stream.set_nodelay(true)?;
-        Ok(stream)
+        match &self.tls {
+            None => Ok(Stream::Plain(stream)),
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(|e| io::Error::other(tidings::client::describe_error(&e)))?;
+                Ok(Stream::Tls(Box::new(tls)))
+            }
+        }
+    }
+}
+
+/// A TLS client that trusts the public roots and `extra_roots`, speaking HTTP/1.1.
+fn connector(extra_roots: &[Vec<u8>]) -> Result<TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in extra_roots {
+        roots
+            .add(der.clone().into())
+            .map_err(|e| format!("--cacert holds a certificate rustls cannot use: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("could not set up TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// A connection to the target: plain TCP, or TLS over it.
+pub enum Stream {
+    /// `http://`.
+    Plain(TcpStream),
+    /// `https://` (boxed: a TLS session is many times a socket's size).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 

@@ -7,10 +7,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::args::Template;
-use super::http1::{read_head, Target};
+use super::http1::{read_head, Stream, Target};
 
 /// What to publish, and how fast.
 pub struct Publisher {
@@ -51,7 +50,7 @@ impl Publisher {
     pub async fn run(&self, outcome: Rc<RefCell<Outcome>>) {
         let start = Instant::now();
         let interval = (self.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / self.rate));
-        let mut connection: Option<TcpStream> = None;
+        let mut connection: Option<Stream> = None;
         let mut buf = Vec::new();
         outcome.borrow_mut().published = vec![false; self.count as usize];
         let mut timeouts_in_a_row = 0;
@@ -114,7 +113,7 @@ impl Publisher {
     /// whole answer.
     async fn send(
         &self,
-        connection: &mut Option<TcpStream>,
+        connection: &mut Option<Stream>,
         buf: &mut Vec<u8>,
         request: &[u8],
     ) -> Result<(), String> {

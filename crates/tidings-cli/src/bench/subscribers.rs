@@ -9,10 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tidings::wire::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::args::Field;
-use super::http1::{read_head, Framing, Target};
+use super::http1::{read_head, Framing, Stream, Target};
 use super::stats::{read_fields, Arrival, Seen, Tally};
 
 /// Each connection's read buffer: big enough to take a 16 KiB event in a few reads, small
@@ -93,10 +92,7 @@ pub async fn subscribe(plan: Rc<Plan>, source: Option<IpAddr>, seen: Rc<RefCell<
 }
 
 /// Connects, sends the request and reads a `200 text/event-stream` head.
-async fn open(
-    plan: &Plan,
-    source: Option<IpAddr>,
-) -> Result<(TcpStream, Vec<u8>, Framing), String> {
+async fn open(plan: &Plan, source: Option<IpAddr>) -> Result<(Stream, Vec<u8>, Framing), String> {
     let mut stream = plan
         .target
         .connect(source)
@@ -170,6 +166,7 @@ mod tests {
             authority: "127.0.0.1:9".to_owned(),
             path_and_query: "/events?topic=a".to_owned(),
             address: "127.0.0.1:9".parse().unwrap(),
+            tls: None,
         };
         let request = Plan::request(&target, &[("Authorization".into(), "Bearer t".into())]);
         assert_eq!(
