@@ -21,6 +21,7 @@
 #[cfg(feature = "axum")]
 mod axum;
 mod channel;
+mod chunk;
 mod gap;
 mod history;
 mod prefetch;

@@ -331,6 +331,7 @@ impl Link {
     }
 
     /// The consumer has written everything it took: direct writes may go ahead again.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))] // used by `server::serve` only
     pub(crate) fn release_wire(&self) {
         self.lock().in_flight = false;
     }
@@ -338,6 +339,7 @@ impl Link {
     /// Lets `direct` write events from now on, while nothing is queued or in flight (the
     /// consumer calls this once what it wrote first — the preamble — is out). Does
     /// nothing on a closed queue.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))] // used by `server::serve` only
     pub(crate) fn set_direct(&self, direct: Arc<dyn DirectWrite>) {
         let mut q = self.lock();
         if q.closed.is_none() {
@@ -349,6 +351,7 @@ impl Link {
     /// For a consumer waiting for its socket to take a write: `true` when the `disconnect`
     /// policy has closed the session (stop writing, drop the connection); otherwise
     /// `waker` is woken when that happens.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))] // used by `server::serve` only
     pub(crate) fn abandoned_while_stalled(&self, waker: &Waker) -> bool {
         let mut q = self.lock();
         if q.closed == Some(CloseReason::Slow) {

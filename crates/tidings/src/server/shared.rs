@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::serve::{ChunkStart, CHUNK_END};
+use super::chunk::{ChunkStart, CHUNK_END};
 
 /// Encoded events (one or several, back to back) that a fan-out pushes to many sessions
 /// with [`Session::push_bytes_joined`](super::Session::push_bytes_joined).
@@ -18,6 +18,7 @@ use super::serve::{ChunkStart, CHUNK_END};
 #[derive(Debug)]
 pub struct SharedBytes {
     bytes: Bytes,
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))] // used by `server::serve` only
     chunk: OnceLock<Bytes>,
 }
 
@@ -36,6 +37,7 @@ impl SharedBytes {
     }
 
     /// The bytes as one HTTP/1.1 chunk (built on the first call).
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))] // used by `server::serve` only
     pub(crate) fn chunk(&self) -> &Bytes {
         self.chunk.get_or_init(|| {
             let start = ChunkStart::new(self.bytes.len());

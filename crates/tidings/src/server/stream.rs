@@ -79,6 +79,7 @@ impl SessionStream {
 /// The session's queue, carried in the response's extensions so that `server::serve` can
 /// write events straight to the socket (see `Serve::direct_writes`).
 #[derive(Clone)]
+#[cfg_attr(not(feature = "serve"), allow(dead_code))] // used by `server::serve` only
 pub(crate) struct DirectLink(pub(crate) Arc<Link>);
 
 /// Sets the event-stream response headers on `headers`.

@@ -1,6 +1,9 @@
 //! Direct writes: how a push puts an event on the wire from the pushing thread, through
 //! the transport `server::serve` sets once the response has started (see [`super::Link`]).
 
+// Without `serve`, no transport is ever set.
+#![cfg_attr(not(feature = "serve"), allow(dead_code))]
+
 use bytes::Bytes;
 
 use super::super::shared::SharedBytes;

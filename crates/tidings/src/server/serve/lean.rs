@@ -37,7 +37,8 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::head::{encode_response_head, ChunkStart, Framing, LeanRequest, CHUNK_END, LAST_CHUNK};
+use super::head::{encode_response_head, Framing, LeanRequest};
+use crate::server::chunk::{ChunkStart, CHUNK_END, LAST_CHUNK};
 use crate::server::queue::{DirectOutcome, DirectWrite, Link, Outgoing};
 use crate::server::stream::DirectLink;
 

@@ -24,7 +24,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-pub(crate) use self::head::{ChunkStart, CHUNK_END};
 use self::head::{Malformed, Sniffed};
 use self::repoll::Repoller;
 use self::rewind::Rewind;
