@@ -107,6 +107,13 @@ fn sigterm_ends_open_streams_and_exits_zero() {
     let (mut child, addr) = start_hub(&["--retry", "2s"]);
 
     let mut stream = open_stream(addr);
+    // SIGHUP (a service manager's reload) does not stop a hub without TLS.
+    send_signal(&child, "-HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "still running after SIGHUP"
+    );
     publish_form(addr, "topic=a&data=before+shutdown");
 
     send_signal(&child, "-TERM");

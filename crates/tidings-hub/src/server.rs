@@ -148,8 +148,8 @@ impl Server {
         let _reloading = match &tls {
             Some(certificates) => {
                 serving = serving.tls(certificates.server_config()?);
-                Some(AbortOnDrop(tokio::spawn(reload_on_hangup(Arc::clone(
-                    certificates,
+                Some(AbortOnDrop(tokio::spawn(reload_on_hangup(Some(
+                    Arc::clone(certificates),
                 )))))
             }
             None => None,
@@ -173,7 +173,8 @@ impl Server {
 }
 
 /// What `tidings serve` runs: resolves `config`, starts logging, binds, serves until
-/// SIGINT or SIGTERM, shuts down gracefully.
+/// SIGINT or SIGTERM, shuts down gracefully. `SIGHUP` reads the TLS certificate again
+/// (see [`Server::run_until`]), and is ignored without one.
 ///
 /// # Errors
 /// [`ErrorKind::Config`] for invalid settings; otherwise as [`Server::bind`] and
@@ -183,6 +184,13 @@ pub async fn serve(config: Config) -> Result<(), Error> {
     init_logging(&settings)?;
     let server = Server::bind(settings).await?;
     let shutdown = shutdown_signal();
+    // `SIGHUP` is a reload, never the end: with TLS, `run_until` reads the certificate
+    // again; without, it is logged and ignored (as by nginx, a service manager's
+    // `reload` must not stop the hub).
+    let _hangups = server
+        .tls
+        .is_none()
+        .then(|| AbortOnDrop(tokio::spawn(reload_on_hangup(None))));
     let settings = server.hub().settings();
     tracing::info!(
         address = %server.local_addr(),
@@ -257,10 +265,11 @@ fn check_log_filter(filter: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Reads the certificate files again on every `SIGHUP` (Unix; elsewhere, never). The
-/// handler is installed here, before the future is first polled, so that a `SIGHUP` sent
-/// as soon as the hub listens reloads instead of ending the process.
-fn reload_on_hangup(certificates: Arc<Certificates>) -> impl Future<Output = ()> + Send {
+/// Reads the certificate files again on every `SIGHUP` (Unix; elsewhere, never); without
+/// certificates, logs that there is nothing to reload. The handler is installed here,
+/// before the future is first polled, so that a `SIGHUP` sent as soon as the hub listens
+/// reloads instead of ending the process.
+fn reload_on_hangup(certificates: Option<Arc<Certificates>>) -> impl Future<Output = ()> + Send {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -273,6 +282,10 @@ fn reload_on_hangup(certificates: Arc<Certificates>) -> impl Future<Output = ()>
                 }
             };
             while hangups.recv().await.is_some() {
+                let Some(certificates) = &certificates else {
+                    tracing::info!("SIGHUP: nothing to reload (no TLS certificate); ignored");
+                    continue;
+                };
                 match certificates.reload() {
                     Ok(()) => {
                         tracing::info!("SIGHUP: TLS certificate reloaded; new connections get it")
