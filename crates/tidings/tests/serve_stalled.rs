@@ -1,6 +1,6 @@
 //! A client that stops reading, under the `disconnect` policy, on `server::serve`'s lean
-//! path: once the policy closes its session, the server drops the connection at once
-//! instead of waiting forever for a socket the client never drains.
+//! path and on its hyper path: once the policy closes its session, the server drops the
+//! connection at once instead of waiting forever for a socket the client never drains.
 //!
 //! A test binary of its own: it counts this process's open file descriptors.
 #![cfg(target_os = "linux")]
@@ -24,7 +24,12 @@ fn open_fds() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_when_the_policy_disconnects_it() {
-    for direct_writes in [false, true] {
+    let paths = [
+        ("/events", false),
+        ("/events", true),
+        (common::VIA_HYPER, false),
+    ];
+    for (path, direct_writes) in paths {
         let (addr, mut sessions) = common::serve_sessions(direct_writes, |config| {
             config.keep_alive(None).max_queue_bytes(16 * 1024)
         })
@@ -33,7 +38,7 @@ async fn a_client_that_stops_reading_is_dropped_when_the_policy_disconnects_it()
         let socket = TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(4096).expect("rcvbuf");
         let mut client = socket.connect(addr).await.expect("connect");
-        let session = common::open_session(&mut client, &mut sessions).await;
+        let session = common::open_session_at(&mut client, &mut sessions, path).await;
         let with_connection = open_fds();
 
         // The client never reads: the socket fills, then the queue, then the policy acts.
@@ -51,7 +56,7 @@ async fn a_client_that_stops_reading_is_dropped_when_the_policy_disconnects_it()
         }
         assert!(
             disconnected,
-            "the disconnect policy acts (direct writes: {direct_writes})"
+            "the disconnect policy acts ({path}, direct writes: {direct_writes})"
         );
 
         tokio::time::timeout(GUARD, async {
@@ -61,7 +66,7 @@ async fn a_client_that_stops_reading_is_dropped_when_the_policy_disconnects_it()
         })
         .await
         .unwrap_or_else(|_| {
-            panic!("the server keeps the connection of a disconnected client (direct writes: {direct_writes})")
+            panic!("the server keeps the connection of a disconnected client ({path}, direct writes: {direct_writes})")
         });
         assert!(session.is_closed());
         drop(client);

@@ -55,10 +55,16 @@ pub async fn serve_sessions(
             stream
         }
     };
-    let app = axum::Router::new().route("/events", get(events));
+    let app = axum::Router::new()
+        .route("/events", get(events.clone()))
+        .route(VIA_HYPER, get(events));
     let addr = serve_with(app, direct_writes).await;
     (addr, sessions)
 }
+
+/// A route of [`serve_sessions`] that opens the same sessions as `/events`, but is not
+/// picked for the lean path: its streams are served by hyper.
+pub const VIA_HYPER: &str = "/events-via-hyper";
 
 /// Sends `GET /events` on `client` (a raw socket to [`serve_sessions`]) and returns the
 /// session the server opened for it.
@@ -66,8 +72,18 @@ pub async fn open_session(
     client: &mut TcpStream,
     sessions: &mut mpsc::UnboundedReceiver<Session>,
 ) -> Session {
+    open_session_at(client, sessions, "/events").await
+}
+
+/// As [`open_session`], for `GET path`.
+pub async fn open_session_at(
+    client: &mut TcpStream,
+    sessions: &mut mpsc::UnboundedReceiver<Session>,
+    path: &str,
+) -> Session {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n");
     client
-        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(request.as_bytes())
         .await
         .expect("write the request");
     tokio::time::timeout(Duration::from_secs(20), sessions.recv())

@@ -12,6 +12,12 @@ use crate::error::{Error, ErrorKind};
 pub enum SlowClientPolicy {
     /// End the stream. The client reconnects with its `Last-Event-ID` and replays what it
     /// missed from history, so with history kept nothing is lost. The default.
+    ///
+    /// A client that has stopped reading cannot be sent the end of a response, so its
+    /// connection is closed: by [`serve`](fn@crate::server::serve), at once, on either of
+    /// its paths (with HTTP/2, the whole connection). A server that does not know the
+    /// session's transport (`axum::serve`, say) stops sending and frees the queue, but
+    /// keeps the socket until the client reads or TCP gives up on it.
     #[default]
     Disconnect,
     /// Drop the oldest queued events to make room, and send a

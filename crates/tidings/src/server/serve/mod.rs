@@ -2,6 +2,7 @@
 //! their sockets (see [`serve`] for how and why).
 
 mod head;
+mod hyper_path;
 mod lean;
 mod repoll;
 mod rewind;
@@ -17,15 +18,11 @@ use axum::Router;
 use bytes::BytesMut;
 use http::request::Parts;
 use http::StatusCode;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use self::head::{Malformed, Sniffed};
-use self::repoll::Repoller;
 use self::rewind::Rewind;
 
 /// How long a new connection has to send its first request head (as hyper's own
@@ -93,6 +90,7 @@ pub fn serve(listener: TcpListener, router: Router) -> Serve {
         router,
         lean: Arc::new(|parts: &Parts| crate::server::accepts_event_stream(&parts.headers)),
         direct_writes: false,
+        idle_timeout: HEAD_TIMEOUT,
         #[cfg(feature = "tls")]
         tls: None,
         signal: None,
@@ -106,6 +104,7 @@ pub struct Serve {
     router: Router,
     lean: LeanTest,
     direct_writes: bool,
+    idle_timeout: Duration,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
     signal: Option<Signal>,
@@ -133,6 +132,22 @@ impl Serve {
     /// `text/event-stream` response without `Content-Encoding` is written directly.
     pub fn direct_writes(mut self, on: bool) -> Serve {
         self.direct_writes = on;
+        self
+    }
+
+    /// How long a connection served by hyper (anything but a lean stream) may go with no
+    /// request in progress, or take over one HTTP/1 request head, before it is asked to
+    /// finish: HTTP/1 closes, HTTP/2 sends `GOAWAY`. An open event stream is a request in
+    /// progress. 30 s by default, as the first request head's limit.
+    ///
+    /// # Panics
+    /// If `timeout` is zero.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Serve {
+        assert!(
+            !timeout.is_zero(),
+            "an idle timeout of zero would close every connection"
+        );
+        self.idle_timeout = timeout;
         self
     }
 
@@ -196,6 +211,7 @@ impl Serve {
             router,
             lean,
             direct_writes,
+            idle_timeout,
             #[cfg(feature = "tls")]
             tls,
             signal,
@@ -216,6 +232,7 @@ impl Serve {
                 router: router.clone(),
                 lean: Arc::clone(&lean),
                 direct_writes,
+                idle_timeout,
                 #[cfg(feature = "tls")]
                 tls: tls.clone(),
                 stop: stop.clone(),
@@ -277,6 +294,7 @@ struct Connection {
     router: Router,
     lean: LeanTest,
     direct_writes: bool,
+    idle_timeout: Duration,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: watch::Sender<()>,
@@ -305,7 +323,10 @@ impl Connection {
             }
             Ok(Ok(_)) => {
                 let io = Rewind::new(read.freeze(), stream);
-                Box::pin(serve_hyper(io, self.router, &self.stop)).await;
+                let limits = hyper_path::Limits {
+                    idle: self.idle_timeout,
+                };
+                Box::pin(hyper_path::serve(io, self.router, limits, &self.stop)).await;
             }
             Ok(Err(err)) => tracing::trace!(error = %err, "connection closed before a request"),
             Err(_) => tracing::trace!("no request head within {HEAD_TIMEOUT:?}; closing"),
@@ -345,7 +366,12 @@ impl Connection {
             () = self.stop.closed() => return,
         };
         match handshake {
-            Ok(Ok(tls)) => Box::pin(serve_hyper(tls, self.router, &self.stop)).await,
+            Ok(Ok(tls)) => {
+                let limits = hyper_path::Limits {
+                    idle: self.idle_timeout,
+                };
+                Box::pin(hyper_path::serve(tls, self.router, limits, &self.stop)).await;
+            }
             Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
             Err(_) => tracing::debug!("no TLS handshake within {HEAD_TIMEOUT:?}; closing"),
         }
@@ -402,35 +428,4 @@ async fn refuse(mut stream: TcpStream, bad: &Malformed) {
         while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
-}
-
-/// Serves the connection with hyper (HTTP/1 with keep-alive and upgrades, or HTTP/2),
-/// finishing gracefully when `stop` is asked to.
-async fn serve_hyper<I>(io: I, router: Router, stop: &watch::Sender<()>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().enable_connect_protocol();
-    let service = TowerToHyperService::new(router);
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let mut connection = std::pin::pin!(connection);
-    // A request body wakes the connection's own task mid-poll (see `repoll`).
-    let repoller = Repoller::new();
-    let mut stopping = std::pin::pin!(stop.closed());
-    let mut stopped = false;
-    loop {
-        tokio::select! {
-            result = repoller.poll(connection.as_mut()) => {
-                if let Err(err) = result {
-                    tracing::trace!(error = %err, "connection failed");
-                }
-                return;
-            }
-            () = &mut stopping, if !stopped => {
-                stopped = true;
-                connection.as_mut().graceful_shutdown();
-            }
-        }
-    }
 }

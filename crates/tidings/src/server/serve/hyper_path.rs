@@ -1,0 +1,233 @@
+//! The hyper path: every connection that is not a lean stream (other requests, bodies,
+//! upgrades, HTTP/2, TLS) is served by hyper, with two watches hyper does not keep.
+//!
+//! - **Idle connections end.** A connection with no request in progress for the idle
+//!   timeout ([`Serve::idle_timeout`](super::Serve::idle_timeout), 30 s) is asked to finish (HTTP/1 closes, HTTP/2 sends `GOAWAY`), so a
+//!   client that connects (or completes a TLS handshake) and then sends nothing cannot
+//!   hold a file descriptor for ever. A request is in progress from its head until its
+//!   response body has ended, so an open event stream keeps its connection. HTTP/1 also
+//!   gets hyper's own limit on reading a request head, set to the same time.
+//! - **A slow stream ends its connection.** When the `disconnect` policy closes a session
+//!   served here, hyper cannot end the response: it is waiting for the client to read
+//!   what is already buffered, and polls the body no more. The connection is dropped
+//!   instead, which closes the socket (with HTTP/2, every stream on it: a client that
+//!   does not read one stream's data is, in practice, one that reads nothing), and the
+//!   session's resources go with it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tower_service::Service;
+
+use super::repoll::Repoller;
+use crate::server::queue::Link;
+use crate::server::stream::DirectLink;
+
+/// The time limits of a connection served by hyper.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// With no request in progress this long, or one HTTP/1 head taking longer, the
+    /// connection is asked to finish.
+    pub(super) idle: Duration,
+}
+
+/// Serves the connection with hyper (HTTP/1 with keep-alive and upgrades, or HTTP/2),
+/// finishing gracefully when `stop` is asked to or the connection is idle, and at once
+/// when a session on it is disconnected as slow.
+pub(super) async fn serve<I>(io: I, router: Router, limits: Limits, stop: &watch::Sender<()>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let watched = Arc::new(Watched::default());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle);
+    builder.http2().enable_connect_protocol();
+    let service = TowerToHyperService::new(Watching {
+        router,
+        watched: Arc::clone(&watched),
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    // A request body wakes the connection's own task mid-poll (see `repoll`).
+    let repoller = Repoller::new();
+    let mut stopping = std::pin::pin!(stop.closed());
+    let mut idle = std::pin::pin!(idle_for(watched.in_flight.subscribe(), limits.idle));
+    let mut finishing = false;
+    loop {
+        tokio::select! {
+            result = repoller.poll(connection.as_mut()) => {
+                if let Err(err) = result {
+                    tracing::trace!(error = %err, "connection failed");
+                }
+                return;
+            }
+            () = &mut stopping, if !finishing => {
+                finishing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = &mut idle, if !finishing => {
+                tracing::trace!(timeout = ?limits.idle, "no request in progress; finishing the connection");
+                finishing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = watched.slow_session() => {
+                tracing::debug!("a stream fell behind under the disconnect policy; closing its connection");
+                return;
+            }
+        }
+    }
+}
+
+/// Resolves once nothing has been in progress (`in_flight` at zero) for `limit` in a row.
+async fn idle_for(mut in_flight: watch::Receiver<usize>, limit: Duration) {
+    loop {
+        if *in_flight.borrow_and_update() == 0 {
+            match tokio::time::timeout(limit, in_flight.changed()).await {
+                Err(_) => return,
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return std::future::pending().await,
+            }
+        } else if in_flight.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// What the requests of one connection tell its loop.
+#[derive(Default)]
+struct Watched {
+    /// Requests whose response has not ended (head read, body not yet done or dropped).
+    in_flight: watch::Sender<usize>,
+    /// The sessions whose event streams this connection carries.
+    sessions: Mutex<Vec<Weak<Link>>>,
+    /// The loop, waiting for a session to be disconnected as slow.
+    waiting: AtomicWaker,
+}
+
+impl Watched {
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.send_modify(|n| *n += 1);
+        InFlight(Arc::clone(self))
+    }
+
+    fn add_session(&self, link: &Arc<Link>) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(link));
+        self.waiting.wake();
+    }
+
+    /// Resolves when the `disconnect` policy has closed one of the sessions.
+    fn slow_session(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.waiting.register(cx.waker());
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.retain(|session| session.strong_count() > 0);
+            let slow = sessions
+                .iter()
+                .filter_map(Weak::upgrade)
+                .any(|link| link.abandoned_while_stalled(cx.waker()));
+            if slow {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// One request in progress, until dropped with its response body.
+struct InFlight(Arc<Watched>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// The router, noting each request in progress and each session it answers with.
+#[derive(Clone)]
+struct Watching {
+    router: Router,
+    watched: Arc<Watched>,
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl<B> Service<Request<B>> for Watching
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> ResponseFuture {
+        let in_flight = self.watched.begin();
+        let response = self.router.call(request);
+        let watched = Arc::clone(&self.watched);
+        Box::pin(async move {
+            let response = response.await?;
+            if let Some(DirectLink(link)) = response.extensions().get::<DirectLink>() {
+                watched.add_session(link);
+            }
+            Ok(response.map(|body| {
+                Body::new(Tracked {
+                    body,
+                    _in_flight: in_flight,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] until it is dropped.
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
