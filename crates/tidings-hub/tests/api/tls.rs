@@ -39,10 +39,14 @@ fn certificate(dir: &Path) -> (TlsFiles, CertificateDer<'static>) {
 }
 
 async fn tls_hub(dir: &Path) -> (TestHub, CertificateDer<'static>) {
+    tls_hub_with(dir, Settings::default()).await
+}
+
+async fn tls_hub_with(dir: &Path, settings: Settings) -> (TestHub, CertificateDer<'static>) {
     let (files, der) = certificate(dir);
     let hub = TestHub::start(Settings {
         tls: Some(files),
-        ..Settings::default()
+        ..settings
     })
     .await;
     (hub, der)
@@ -51,6 +55,16 @@ async fn tls_hub(dir: &Path) -> (TestHub, CertificateDer<'static>) {
 /// A TLS connection to `addr` that trusts only `trusted` and offers `alpn`.
 async fn connect(
     addr: SocketAddr,
+    trusted: &CertificateDer<'static>,
+    alpn: &[u8],
+) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    connect_tcp(tcp, trusted, alpn).await
+}
+
+/// TLS over `tcp`, trusting only `trusted` and offering `alpn`.
+async fn connect_tcp(
+    tcp: TcpStream,
     trusted: &CertificateDer<'static>,
     alpn: &[u8],
 ) -> TlsStream<TcpStream> {
@@ -64,7 +78,6 @@ async fn connect(
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from("localhost").expect("a name");
     let tls = connector.connect(name, tcp).await.expect("TLS handshake");
     assert_eq!(
@@ -318,4 +331,69 @@ async fn files_that_cannot_serve_stop_the_start() {
         .expect_err("a key is not a certificate");
     assert_eq!(err.kind(), tidings_hub::ErrorKind::Config);
     assert!(err.to_string().contains("holds no certificate"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_over_tls_is_disconnected_and_frees_its_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        max_connections: 1,
+        max_queue_bytes: 16 * 1024,
+        ..Settings::default()
+    };
+    let (hub, trusted) = tls_hub_with(dir.path(), settings).await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let tcp = socket.connect(hub.addr).await.expect("connect");
+    let mut tls = connect_tcp(tcp, &trusted, b"http/1.1").await;
+    tls.write_all(
+        b"GET /events?topic=slow HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .expect("subscribe");
+    let fanout = Arc::clone(hub.hub.fanout());
+    tokio::time::timeout(PATIENCE, async {
+        while fanout.connections() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stream is registered");
+
+    // The client reads nothing more: TLS records pile up until the policy disconnects it.
+    let data = "x".repeat(32 * 1024);
+    for _ in 0..200 {
+        let event = tidings_hub::engine::NewEvent {
+            topics: vec![tidings_hub::topics::Topic::new("slow").expect("topic")],
+            event_type: None,
+            data: data.clone(),
+            retry: None,
+        };
+        hub.hub.publish(vec![event]).await.expect("stored");
+        if fanout.counts().disconnected_slow > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert_eq!(fanout.counts().disconnected_slow, 1, "the policy acts");
+    tokio::time::timeout(PATIENCE, async {
+        while fanout.connections() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the disconnected stream leaves the hub, and its slot with it");
+
+    // The slot is free: another subscriber gets in.
+    let mut sender = h1(hub.addr, &trusted).await;
+    let subscribe = Request::get("/events?topic=slow")
+        .header("host", "localhost")
+        .header("accept", "text/event-stream")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = sender.send_request(subscribe).await.expect("answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body();
+    read_until(&mut stream, "retry:").await;
+    assert_eq!(fanout.connections(), 1);
 }
