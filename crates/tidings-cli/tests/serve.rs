@@ -506,6 +506,13 @@ fn https_serves_publish_and_listen_and_sighup_takes_a_renewed_certificate() {
     let (code, _, stderr) = tidings(&[], &["publish", "--url", &plain, "-t", "news", "x"]);
     assert_eq!(code, Some(4), "{stderr}");
     assert!(stderr.contains("https://"), "{stderr}");
+    let plain_stream = format!("{plain}/events?topic=news");
+    let (code, _, stderr) = tidings(&[], &["listen", "--no-reconnect", &plain_stream]);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(
+        stderr.contains("the server said: this port serves HTTPS only"),
+        "{stderr}"
+    );
 
     // Renewed on disk, then SIGHUP: new connections get the new certificate.
     write_certificate(&cert, &key);

@@ -123,6 +123,13 @@ fn read(files: &TlsFiles) -> Result<CertifiedKey, Error> {
         )));
     }
     let key_pem = read_file(&files.key, "tls_key")?;
+    if is_encrypted(&key_pem) {
+        return Err(config_error(format!(
+            "tls_key {} is encrypted; the hub reads unencrypted keys only: write one with `openssl pkey -in {} -out key.pem` (it asks for the passphrase) and keep it readable by the hub's user alone",
+            files.key.display(),
+            files.key.display()
+        )));
+    }
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         let why = match e {
             rustls::pki_types::pem::Error::NoItemsFound => "holds no private key".to_owned(),
@@ -143,6 +150,14 @@ fn read(files: &TlsFiles) -> Result<CertifiedKey, Error> {
         };
         config_error(format!("tls_key {} {why}", files.key.display()))
     })
+}
+
+/// Whether a PEM file holds an encrypted key: PKCS#8's `ENCRYPTED PRIVATE KEY`, or
+/// OpenSSL's older `Proc-Type: 4,ENCRYPTED` header inside an RSA or EC key block.
+fn is_encrypted(pem: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(pem);
+    text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
 }
 
 fn read_file(path: &Path, setting: &str) -> Result<Vec<u8>, Error> {

@@ -79,6 +79,14 @@ impl Error {
         self
     }
 
+    /// Adds what the server said about the failure (an RFC 9457 problem's `detail`).
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
+    pub(crate) fn with_server_detail(mut self, detail: &str) -> Error {
+        self.message.push_str("; the server said: ");
+        self.message.push_str(detail);
+        self
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind

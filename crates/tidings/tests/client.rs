@@ -216,6 +216,28 @@ async fn a_server_error_fails_for_good() {
 }
 
 #[tokio::test]
+async fn a_refusal_says_what_the_servers_problem_detail_says() {
+    let body = r#"{"type":"about:blank","title":"Unauthorized","status":401,"detail":"the token has expired\nget a new one"}"#;
+    let server = scripted(vec![vec![send(&format!(
+        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/problem+json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ))]])
+    .await;
+    let items = all_items(quick(&server.url("/")).build().expect("valid")).await;
+    let Item::Error(error) = &items[1] else {
+        panic!("an error: {items:?}");
+    };
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(401));
+    assert!(
+        error
+            .to_string()
+            .ends_with("; the server said: the token has expired\\nget a new one"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn a_wrong_content_type_fails_for_good() {
     let server = scripted(vec![vec![
         send("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"),

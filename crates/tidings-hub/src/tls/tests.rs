@@ -86,6 +86,24 @@ fn files_that_cannot_serve_are_refused_with_what_is_wrong() {
     let message = load_error(files(broken, key_path.clone()));
     assert!(message.contains("is not a valid PEM file"), "{message}");
 
+    for (name, encrypted) in [
+        (
+            "pkcs8-encrypted.pem",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        ),
+        (
+            "rsa-encrypted.pem",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nMIIB\n-----END RSA PRIVATE KEY-----\n",
+        ),
+    ] {
+        let path = write(dir.path(), name, encrypted);
+        let message = load_error(files(cert_path.clone(), path));
+        assert!(
+            message.contains("is encrypted") && message.contains("openssl pkey"),
+            "{message}"
+        );
+    }
+
     let not_x509 = write(
         dir.path(),
         "not-x509.pem",

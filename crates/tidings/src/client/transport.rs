@@ -131,7 +131,13 @@ pub(crate) async fn connect(
         match classify_response(status, content_type, location.is_some()) {
             Decision::Open => return Attempt::Open(response.into_body()),
             Decision::Stop => return Attempt::Stop,
-            Decision::Fail(error) => return Attempt::Fatal(error),
+            Decision::Fail(error) => {
+                let detail = problem_detail(response).await;
+                return Attempt::Fatal(match detail {
+                    Some(detail) => error.with_server_detail(&detail),
+                    None => error,
+                });
+            }
             Decision::Redirect => {
                 if redirects == options.max_redirects {
                     return Attempt::Fatal(
@@ -164,6 +170,49 @@ pub(crate) async fn connect(
             }
         }
     }
+}
+
+/// The largest error body read for its problem detail.
+const MAX_PROBLEM_BYTES: usize = 16 * 1024;
+/// How long an error body is waited for.
+const PROBLEM_WAIT: Duration = Duration::from_secs(2);
+
+/// The `detail` (else the `title`) of an RFC 9457 problem in `response`'s body, when it
+/// has one (JSON, at most [`MAX_PROBLEM_BYTES`], within [`PROBLEM_WAIT`]), with control
+/// characters escaped.
+async fn problem_detail(response: hyper::Response<Incoming>) -> Option<String> {
+    let json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .is_some_and(|essence| {
+            essence == "application/problem+json" || essence == "application/json"
+        });
+    if !json {
+        return None;
+    }
+    let body = http_body_util::Limited::new(response.into_body(), MAX_PROBLEM_BYTES);
+    let bytes = tokio::time::timeout(PROBLEM_WAIT, body.collect())
+        .await
+        .ok()?
+        .ok()?
+        .to_bytes();
+    let problem: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let text = problem
+        .get("detail")
+        .or_else(|| problem.get("title"))?
+        .as_str()?;
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    Some(shown).filter(|shown| !shown.is_empty())
 }
 
 /// How long one request may wait for its response head, and the error kind when it waits
