@@ -218,7 +218,7 @@ async fn a_server_error_fails_for_good() {
 #[tokio::test]
 async fn a_refusal_says_what_the_servers_problem_detail_says() {
     let body = r#"{"type":"about:blank","title":"Unauthorized","status":401,"detail":"the token has expired\nget a new one"}"#;
-    let server = scripted(vec![vec![send(&format!(
+    let server = scripted(vec![vec![send(format!(
         "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/problem+json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
