@@ -11,18 +11,23 @@
 //! intermediates (as Let's Encrypt's `fullchain.pem`); `tls_key` its private key (PKCS#8,
 //! PKCS#1 RSA or SEC1 EC; `privkey.pem`). A file that holds both may be given for both.
 //! The start refuses files that cannot be read, hold no certificate or no key, or whose
-//! key is not the certificate's.
+//! key is not the certificate's. A certificate that has expired, is not valid yet, or
+//! expires within [`EXPIRY_WARNING`] is served, with a warning in the log (at start-up and
+//! on each reload), since clients will refuse it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::error::{Error, ErrorKind};
+
+/// How far ahead an expiry is warned of.
+pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
 
 /// Where the certificate chain and its private key are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +60,7 @@ impl Certificates {
     /// key, or the key does not belong to the first certificate.
     pub(crate) fn load(files: TlsFiles) -> Result<Certificates, Error> {
         let certified = read(&files)?;
+        warn_of_validity(&files, &certified);
         Ok(Certificates {
             files,
             current: RwLock::new(Arc::new(certified)),
@@ -69,6 +75,7 @@ impl Certificates {
     /// As [`Certificates::load`].
     pub(crate) fn reload(&self) -> Result<(), Error> {
         let certified = Arc::new(read(&self.files)?);
+        warn_of_validity(&self.files, &certified);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = certified;
         Ok(())
     }
@@ -98,6 +105,75 @@ impl Certificates {
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.resolve_now()
+    }
+}
+
+/// Logs a warning when `certified` is outside its validity period, or leaves it within
+/// [`EXPIRY_WARNING`].
+fn warn_of_validity(files: &TlsFiles, certified: &CertifiedKey) {
+    if let Some(problem) = validity_problem(&certified.cert, std::time::SystemTime::now()) {
+        tracing::warn!(cert = %files.cert.display(), "the TLS certificate {problem}");
+    }
+}
+
+/// What is wrong with when `chain` (the server's certificate first) is valid, at `now`:
+/// `None` when it is valid now and for [`EXPIRY_WARNING`] more.
+///
+/// The chain is checked by webpki, as a client would, against its own last certificate as
+/// the root (so the issuer does not matter here), under a name no certificate has (the
+/// time is checked before the name, and only the time is read from the answer).
+pub(crate) fn validity_problem(
+    chain: &[CertificateDer<'static>],
+    now: std::time::SystemTime,
+) -> Option<String> {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::UnixTime;
+    use rustls::CertificateError;
+
+    let (end_entity, intermediates) = chain.split_first()?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(chain.last()?.clone()).ok()?;
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .ok()?;
+    let name = ServerName::try_from("certificate-validity.invalid").ok()?;
+    let check = |at: std::time::SystemTime| {
+        let at = UnixTime::since_unix_epoch(at.duration_since(std::time::UNIX_EPOCH).ok()?);
+        match verifier.verify_server_cert(end_entity, intermediates, &name, &[], at) {
+            Err(rustls::Error::InvalidCertificate(error)) => Some(error),
+            _ => None,
+        }
+    };
+    let days = |seconds: u64| seconds.div_ceil(24 * 3600);
+    match check(now)? {
+        CertificateError::ExpiredContext { time, not_after } => Some(format!(
+            "expired {} day(s) ago: clients refuse it",
+            days(time.as_secs().saturating_sub(not_after.as_secs()))
+        )),
+        CertificateError::Expired => Some("has expired: clients refuse it".to_owned()),
+        CertificateError::NotValidYetContext { time, not_before } => Some(format!(
+            "becomes valid in {} day(s): clients refuse it until then",
+            days(not_before.as_secs().saturating_sub(time.as_secs()))
+        )),
+        CertificateError::NotValidYet => {
+            Some("is not valid yet: clients refuse it until it is".to_owned())
+        }
+        _ => match check(now + EXPIRY_WARNING)? {
+            CertificateError::ExpiredContext { time, not_after } => Some(format!(
+                "expires in {} day(s): renew it, then send SIGHUP",
+                days(
+                    not_after
+                        .as_secs()
+                        .saturating_sub(time.as_secs() - EXPIRY_WARNING.as_secs())
+                )
+            )),
+            CertificateError::Expired => Some(format!(
+                "expires within {} days: renew it, then send SIGHUP",
+                days(EXPIRY_WARNING.as_secs())
+            )),
+            _ => None,
+        },
     }
 }
 

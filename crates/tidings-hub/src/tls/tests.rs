@@ -142,3 +142,34 @@ fn a_reload_serves_the_new_files_and_keeps_the_old_on_error() {
     let served_now = certificates.resolve_now().expect("a certificate");
     assert_eq!(served_now.cert[0].as_ref(), &second[..]);
 }
+
+#[test]
+fn validity_problems_are_named_with_their_days() {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let cert = params.self_signed(&key).expect("a certificate");
+    let chain = [cert.der().clone()];
+    let at = |y: i32, m: u8, d: u8| {
+        let date = rcgen::date_time_ymd(y, m, d);
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(
+                u64::try_from(date.unix_timestamp()).expect("after 1970"),
+            )
+    };
+
+    assert_eq!(validity_problem(&chain, at(2025, 6, 1)), None);
+    assert_eq!(
+        validity_problem(&chain, at(2029, 12, 25)).as_deref(),
+        Some("expires in 7 day(s): renew it, then send SIGHUP")
+    );
+    assert_eq!(
+        validity_problem(&chain, at(2030, 1, 31)).as_deref(),
+        Some("expired 30 day(s) ago: clients refuse it")
+    );
+    assert_eq!(
+        validity_problem(&chain, at(2019, 12, 30)).as_deref(),
+        Some("becomes valid in 2 day(s): clients refuse it until then")
+    );
+}
