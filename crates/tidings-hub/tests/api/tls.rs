@@ -281,6 +281,34 @@ async fn plain_http_to_the_https_port_is_told_to_use_https() {
 }
 
 #[tokio::test]
+async fn http2_without_tls_to_the_https_port_gets_goaway_saying_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hub, _) = tls_hub(dir.path()).await;
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    // The preface in two writes, as a slow client might send it.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n").await.expect("send");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    tcp.write_all(b"\r\nSM\r\n\r\n").await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut answer))
+        .await
+        .expect("the hub answers and closes")
+        .expect("read");
+    // The server's SETTINGS (empty), then GOAWAY: last stream 0, INADEQUATE_SECURITY.
+    assert_eq!(&answer[..9], &[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    let goaway = &answer[9..];
+    assert_eq!(goaway[3], 0x7, "a GOAWAY frame: {answer:?}");
+    assert_eq!(&goaway[9..17], &[0, 0, 0, 0, 0, 0, 0, 0xc]);
+    let length =
+        usize::from(goaway[0]) << 16 | usize::from(goaway[1]) << 8 | usize::from(goaway[2]);
+    assert_eq!(goaway.len(), 9 + length);
+    assert_eq!(
+        std::str::from_utf8(&goaway[17..]).expect("text"),
+        "this port serves HTTPS only: use an https:// URL"
+    );
+}
+
+#[tokio::test]
 async fn a_client_that_does_not_trust_the_certificate_is_refused_and_the_hub_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (hub, trusted) = tls_hub(dir.path()).await;

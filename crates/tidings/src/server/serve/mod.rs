@@ -354,12 +354,7 @@ impl Connection {
             Err(_) => return tracing::trace!("nothing sent within {HEAD_TIMEOUT:?}; closing"),
         }
         if first[0] != TLS_HANDSHAKE {
-            let bad = Malformed::new(
-                StatusCode::BAD_REQUEST,
-                "tls-required",
-                "this port serves HTTPS only: use an https:// URL",
-            );
-            return refuse(stream, &bad).await;
+            return refuse_plaintext(stream, deadline).await;
         }
         let handshake = tokio::select! {
             tls = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => tls,
@@ -376,6 +371,45 @@ impl Connection {
             Err(_) => tracing::debug!("no TLS handshake within {HEAD_TIMEOUT:?}; closing"),
         }
     }
+}
+
+/// What a plaintext connection to a TLS port is told: a `400` problem for HTTP/1, and for
+/// HTTP/2 with prior knowledge (whose client could not read that) a `GOAWAY` with
+/// `INADEQUATE_SECURITY` and the same words, after the server's (empty) `SETTINGS`.
+#[cfg(feature = "tls")]
+async fn refuse_plaintext(stream: TcpStream, deadline: tokio::time::Instant) {
+    /// What every HTTP/2 connection with prior knowledge starts with (RFC 9113 3.4).
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const TELL: &str = "this port serves HTTPS only: use an https:// URL";
+    let mut start = [0u8; H2_PREFACE.len()];
+    // Peeked (nothing is consumed) until the preface is either all there or ruled out.
+    let seen = loop {
+        let seen = match tokio::time::timeout_at(deadline, stream.peek(&mut start)).await {
+            Ok(Ok(n)) => n,
+            _ => 0,
+        };
+        if seen == 0 || seen == start.len() || start[..seen] != H2_PREFACE[..seen] {
+            break seen;
+        }
+        // The rest is on its way: let it arrive rather than peek the same bytes again.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    if seen == start.len() && start == *H2_PREFACE {
+        tracing::debug!("refused HTTP/2 without TLS on the TLS port");
+        let mut frames = Vec::with_capacity(9 + 17 + TELL.len());
+        // SETTINGS: empty, stream 0.
+        frames.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+        // GOAWAY: last stream 0, INADEQUATE_SECURITY (0xc), the words as debug data.
+        let length = u32::try_from(8 + TELL.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes();
+        frames.extend_from_slice(&[length[1], length[2], length[3], 0x7, 0, 0, 0, 0, 0]);
+        frames.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0xc]);
+        frames.extend_from_slice(TELL.as_bytes());
+        return answer_and_close(stream, &frames).await;
+    }
+    let bad = Malformed::new(StatusCode::BAD_REQUEST, "tls-required", TELL);
+    refuse(stream, &bad).await;
 }
 
 /// Reads until the bytes say which path the connection takes ([`Sniffed::Partial`] never
@@ -414,12 +448,17 @@ fn too_long(read: &[u8]) -> Malformed {
     }
 }
 
-/// Answers a refused head with its problem, then closes. What the client still sends is
-/// read and dropped for a moment, so that the close does not reset the connection before
-/// the client has read the answer.
-async fn refuse(mut stream: TcpStream, bad: &Malformed) {
+/// Answers a refused head with its problem, then closes.
+async fn refuse(stream: TcpStream, bad: &Malformed) {
     tracing::debug!(status = %bad.status, detail = %bad.detail, "refused a request head");
-    if stream.write_all(&bad.response()).await.is_err() {
+    answer_and_close(stream, &bad.response()).await;
+}
+
+/// Writes `answer`, then closes. What the client still sends is read and dropped for a
+/// moment, so that the close does not reset the connection before the client has read the
+/// answer.
+async fn answer_and_close(mut stream: TcpStream, answer: &[u8]) {
+    if stream.write_all(answer).await.is_err() {
         return;
     }
     let _ = stream.shutdown().await;
