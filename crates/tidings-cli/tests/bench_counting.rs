@@ -76,7 +76,10 @@ struct Seen {
 }
 
 /// Serves `/events` (the first four connections follow scripts 0-3, the fifth is refused
-/// with 404) and `POST /publish` (the body is the data of the event to fan out).
+/// with 404) and `POST /publish` (the body is the data of the event to fan out). A
+/// publishing connection is closed after every third answer, without a word, as servers
+/// close kept-alive connections that sit idle: the bench must send its next request again,
+/// on a new connection, and lose nothing.
 fn scripted_server() -> (u16, Arc<Mutex<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
     let port = listener.local_addr().expect("has an address").port();
@@ -89,6 +92,7 @@ fn scripted_server() -> (u16, Arc<Mutex<Seen>>) {
             let subscribers = subscribers.clone();
             let (seen, accepted) = (server_seen.clone(), accepted.clone());
             thread::spawn(move || {
+                let mut answered = 0;
                 while let Some(request) = read_request(&mut socket) {
                     if request.method == "GET" && request.target == "/events?topic=a" {
                         let mut seen = seen.lock().unwrap();
@@ -130,6 +134,10 @@ fn scripted_server() -> (u16, Arc<Mutex<Seen>>) {
                         let _ = socket.write_all(
                             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"id\":\"1\"}\n",
                         );
+                        answered += 1;
+                        if answered % 3 == 0 {
+                            return;
+                        }
                         continue;
                     }
                     let _ =

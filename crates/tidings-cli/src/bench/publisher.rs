@@ -110,49 +110,87 @@ impl Publisher {
     }
 
     /// Sends one request on the open connection (opening one if needed) and reads the
-    /// whole answer.
+    /// whole answer. A kept-alive connection that the server has closed meanwhile (servers
+    /// close idle ones) fails before any byte of an answer: the request is sent once more,
+    /// on a new connection, since the server cannot have taken it.
     async fn send(
         &self,
         connection: &mut Option<Stream>,
         buf: &mut Vec<u8>,
         request: &[u8],
     ) -> Result<(), String> {
+        let reused = connection.is_some();
+        match self.exchange(connection, buf, request).await {
+            Err(Unanswered(_)) if reused => {
+                *connection = None;
+                self.exchange(connection, buf, request)
+                    .await
+                    .map_err(|Unanswered(reason)| reason)?
+            }
+            result => result.map_err(|Unanswered(reason)| reason)?,
+        }
+    }
+
+    /// One request and its answer: `Err` only when the answer never started (the outer
+    /// `Err` is a failure after it did, or an HTTP status that is not success).
+    async fn exchange(
+        &self,
+        connection: &mut Option<Stream>,
+        buf: &mut Vec<u8>,
+        request: &[u8],
+    ) -> Result<Result<(), String>, Unanswered> {
         let stream = match connection {
             Some(stream) => stream,
             None => connection.insert(
                 self.target
                     .connect(None)
                     .await
-                    .map_err(|e| format!("connect: {e}"))?,
+                    .map_err(|e| Unanswered(format!("connect: {e}")))?,
             ),
         };
-        stream
-            .write_all(request)
-            .await
-            .map_err(|e| format!("sending: {e}"))?;
+        let failed = |connection: &mut Option<Stream>, reason: String| {
+            *connection = None;
+            reason
+        };
+        if let Err(e) = stream.write_all(request).await {
+            return Err(Unanswered(failed(connection, format!("sending: {e}"))));
+        }
         buf.clear();
-        let mut head = read_head(stream, buf).await?;
-        let mut done = head.framing.decode(buf, |_| {})?;
-        let mut chunk = [0u8; 4096];
-        while !done {
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| format!("reading the answer: {e}"))?;
-            if n == 0 {
-                done = true;
-                head.close = true;
-            } else {
-                done = head.framing.decode(&chunk[..n], |_| {})?;
+        let mut head = match read_head(stream, buf).await {
+            Ok(head) => head,
+            Err(reason) if buf.is_empty() => return Err(Unanswered(failed(connection, reason))),
+            Err(reason) => return Ok(Err(failed(connection, reason))),
+        };
+        let answer = async {
+            let mut done = head.framing.decode(buf, |_| {})?;
+            let mut chunk = [0u8; 4096];
+            while !done {
+                let n = stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| format!("reading the answer: {e}"))?;
+                if n == 0 {
+                    done = true;
+                    head.close = true;
+                } else {
+                    done = head.framing.decode(&chunk[..n], |_| {})?;
+                }
             }
+            Ok::<(), String>(())
+        };
+        if let Err(reason) = answer.await {
+            return Ok(Err(failed(connection, reason)));
         }
         if head.close {
             *connection = None;
         }
-        if (200..300).contains(&head.status) {
+        Ok(if (200..300).contains(&head.status) {
             Ok(())
         } else {
             Err(format!("HTTP status {}", head.status))
-        }
+        })
     }
 }
+
+/// Why a request got no answer at all (see [`Publisher::send`]).
+struct Unanswered(String);
