@@ -18,13 +18,6 @@ use serde::Deserialize;
 use super::{Failure, PublishArgs};
 use crate::exit;
 
-/// An RFC 9457 problem, as the hub reports errors.
-#[derive(Debug, Default, Deserialize)]
-struct Problem {
-    title: Option<String>,
-    detail: Option<String>,
-}
-
 /// The largest answer read from the hub: ids for a batch fit easily.
 const MAX_ANSWER_BYTES: usize = 16 << 20;
 
@@ -141,20 +134,10 @@ impl Hub {
             })??;
 
         if !status.is_success() {
-            let problem: Problem = serde_json::from_slice(&body).unwrap_or_default();
-            let reason = problem.detail.or(problem.title).unwrap_or_else(|| {
-                String::from_utf8_lossy(&body)
-                    .trim()
-                    .chars()
-                    .take(500)
-                    .collect()
-            });
+            let reason = tidings::client::refusal_reason(&body);
             return Err(Failure {
                 too_large: status == http::StatusCode::PAYLOAD_TOO_LARGE,
-                ..Failure::new(
-                    exit::STATUS,
-                    format!("the hub answered {status}: {}", printable(&reason)),
-                )
+                ..Failure::new(exit::STATUS, format!("the hub answered {status}: {reason}"))
             });
         }
         serde_json::from_slice(&body).map_err(|e| {
@@ -193,20 +176,6 @@ fn publish_endpoint(url: &str) -> Result<Uri, String> {
     Uri::from_parts(parts).map_err(|_| format!("`{url}` is not a valid URL"))
 }
 
-/// `text` with control characters escaped (`\u{1b}`), so that what a server sent cannot
-/// drive the terminal.
-fn printable(text: &str) -> String {
-    let mut shown = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            shown.extend(c.escape_default());
-        } else {
-            shown.push(c);
-        }
-    }
-    shown
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,11 +199,5 @@ mod tests {
         ] {
             assert!(endpoint(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn control_characters_from_the_hub_are_escaped() {
-        assert_eq!(printable("bad \u{1b}[31mred\n"), "bad \\u{1b}[31mred\\n");
-        assert_eq!(printable("é ok"), "é ok");
     }
 }

@@ -177,9 +177,8 @@ const MAX_PROBLEM_BYTES: usize = 16 * 1024;
 /// How long an error body is waited for.
 const PROBLEM_WAIT: Duration = Duration::from_secs(2);
 
-/// The `detail` (else the `title`) of an RFC 9457 problem in `response`'s body, when it
-/// has one (JSON, at most [`MAX_PROBLEM_BYTES`], within [`PROBLEM_WAIT`]), with control
-/// characters escaped.
+/// What a refusal's JSON body says (see [`refusal_reason`]), when it is JSON (at most
+/// [`MAX_PROBLEM_BYTES`], within [`PROBLEM_WAIT`]) and says something.
 async fn problem_detail(response: hyper::Response<Incoming>) -> Option<String> {
     let json = response
         .headers()
@@ -199,11 +198,35 @@ async fn problem_detail(response: hyper::Response<Incoming>) -> Option<String> {
         .ok()?
         .ok()?
         .to_bytes();
-    let problem: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let text = problem
-        .get("detail")
-        .or_else(|| problem.get("title"))?
-        .as_str()?;
+    Some(refusal_reason(&bytes)).filter(|reason| !reason.is_empty())
+}
+
+/// What the body of a refusal says, for people: an RFC 9457 problem's `detail` (else its
+/// `title`), else the body's text (its first 500 characters), with control characters
+/// escaped so that what a server sent cannot drive a terminal. Empty when the body says
+/// nothing.
+///
+/// ```
+/// let body = br#"{"title":"Unauthorized","detail":"the token has expired"}"#;
+/// assert_eq!(tidings::client::refusal_reason(body), "the token has expired");
+/// assert_eq!(tidings::client::refusal_reason(b"no \x1b[31m"), "no \\u{1b}[31m");
+/// ```
+pub fn refusal_reason(body: &[u8]) -> String {
+    let problem = serde_json::from_slice::<serde_json::Value>(body).ok();
+    let said = problem.as_ref().and_then(|problem| {
+        problem
+            .get("detail")
+            .or_else(|| problem.get("title"))?
+            .as_str()
+    });
+    let text = match said {
+        Some(said) => said.to_owned(),
+        None => String::from_utf8_lossy(body)
+            .trim()
+            .chars()
+            .take(500)
+            .collect(),
+    };
     let mut shown = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {
@@ -212,7 +235,7 @@ async fn problem_detail(response: hyper::Response<Incoming>) -> Option<String> {
             shown.push(c);
         }
     }
-    Some(shown).filter(|shown| !shown.is_empty())
+    shown
 }
 
 /// How long one request may wait for its response head, and the error kind when it waits
