@@ -146,3 +146,17 @@ async fn a_quiet_event_stream_is_a_request_in_progress_and_stays_open() {
         .expect("the stream is open");
     assert_eq!(event.data, "still here");
 }
+
+#[tokio::test]
+async fn an_http2_client_that_never_answers_is_dropped_after_its_goaway() {
+    let (addr, _sessions) = serve().await;
+    let mut client = TcpStream::connect(addr).await.expect("connect");
+    // The preface and an empty SETTINGS frame; then the client reads but never writes, so
+    // it acknowledges neither the server's SETTINGS nor its GOAWAY.
+    client
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("send the preface");
+    let waited = closed_after(&mut client).await;
+    assert!(waited >= IDLE, "not before the idle timeout: {waited:?}");
+}

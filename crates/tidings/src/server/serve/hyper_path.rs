@@ -38,6 +38,9 @@ use super::repoll::Repoller;
 use crate::server::queue::Link;
 use crate::server::stream::DirectLink;
 
+/// How long a connection asked to finish, with nothing in progress, may take to end.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// The time limits of a connection served by hyper.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
@@ -54,6 +57,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let watched = Arc::new(Watched::default());
+    let finish_asked = tokio::sync::Notify::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -70,6 +74,13 @@ where
     let repoller = Repoller::new();
     let mut stopping = std::pin::pin!(stop.closed());
     let mut idle = std::pin::pin!(idle_for(watched.in_flight.subscribe(), limits.idle));
+    // Once asked to finish, a connection with nothing in progress gets [`LINGER`] to say
+    // goodbye (HTTP/2 waits for the client to acknowledge its `GOAWAY`), then is dropped:
+    // a client that never answers must not hold it, nor a shutdown, for ever.
+    let mut linger = std::pin::pin!(async {
+        finish_asked.notified().await;
+        idle_for(watched.in_flight.subscribe(), LINGER).await;
+    });
     let mut finishing = false;
     loop {
         tokio::select! {
@@ -81,12 +92,18 @@ where
             }
             () = &mut stopping, if !finishing => {
                 finishing = true;
+                finish_asked.notify_one();
                 connection.as_mut().graceful_shutdown();
             }
             () = &mut idle, if !finishing => {
                 tracing::trace!(timeout = ?limits.idle, "no request in progress; finishing the connection");
                 finishing = true;
+                finish_asked.notify_one();
                 connection.as_mut().graceful_shutdown();
+            }
+            () = &mut linger => {
+                tracing::trace!("the client did not end the connection; dropping it");
+                return;
             }
             () = watched.slow_session() => {
                 tracing::debug!("a stream fell behind under the disconnect policy; closing its connection");
