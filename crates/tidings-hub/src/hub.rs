@@ -71,6 +71,7 @@ impl Hub {
     ) -> Result<Arc<Hub>, Error> {
         let verifier = settings.auth.verifier()?;
         warn_about_access(&settings);
+        warn_about_limits(&settings);
         // Subscribe to the live feed before reading the head: every event stored after
         // the head is then on the feed, so the fan-out misses nothing.
         let receiver = engine.subscribe_live();
@@ -228,6 +229,17 @@ pub(crate) async fn open_engine(settings: &Settings) -> Result<Arc<dyn Engine>, 
             Arc::new(RedisEngine::connect(RedisOptions::from_settings(settings)?).await?)
         }
     })
+}
+
+/// Warns about limits that are valid but work against each other.
+fn warn_about_limits(settings: &Settings) {
+    if settings.max_queue_bytes < settings.max_body_bytes {
+        tracing::warn!(
+            max_queue_bytes = settings.max_queue_bytes,
+            max_body_bytes = settings.max_body_bytes,
+            "max_queue_bytes is below max_body_bytes: one large publish can reach a live subscriber faster than it reads, and the slow-client policy then acts on subscribers that keep up"
+        );
+    }
 }
 
 /// Warns about access settings that are valid but likely not what was meant.

@@ -29,7 +29,7 @@
 //! | `max_body_bytes` | 1048576 | largest publish request body (413 beyond) |
 //! | `max_topics` | 32 | topics and patterns per subscription (400 beyond) |
 //! | `max_connections` | 10000 | open event streams (503 beyond) |
-//! | `max_queue_bytes` | 262144 | bytes queued per connection before `slow_client` acts |
+//! | `max_queue_bytes` | 2 × `max_body_bytes` | bytes queued per connection before `slow_client` acts |
 //! | `slow_client` | `disconnect` | `disconnect`, `drop-oldest` or `latest-only` |
 //! | `keep_alive` | `15s` | comment sent after this much quiet (`0`: never) |
 //! | `retry` | `3s` | reconnection time sent to clients, plus 0-1000 ms jitter each |
@@ -191,7 +191,8 @@ pub struct Config {
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Bytes queued per connection before the slow-client policy acts [default: 262144].
+    /// Bytes queued per connection before the slow-client policy acts; at least
+    /// --max-body-bytes, so that one publish fits [default: twice --max-body-bytes].
     #[arg(long, env = "TIDINGS_MAX_QUEUE_BYTES", value_name = "BYTES")]
     pub max_queue_bytes: Option<usize>,
 
@@ -305,7 +306,7 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             max_topics: 32,
             max_connections: 10_000,
-            max_queue_bytes: tidings::server::DEFAULT_MAX_QUEUE_BYTES,
+            max_queue_bytes: 2 * 1024 * 1024,
             slow_client: SlowClientPolicy::Disconnect,
             keep_alive: Some(tidings::server::DEFAULT_KEEP_ALIVE),
             retry: tidings::server::DEFAULT_RETRY,
@@ -369,6 +370,10 @@ impl Config {
                 ))
             }
         };
+        let max_body_bytes = self
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(d.max_body_bytes);
         let settings = Settings {
             listen: self.listen.or(file.listen).unwrap_or(d.listen),
             tls,
@@ -430,19 +435,20 @@ impl Config {
                 audience: self.jwt_audience.clone().or(file.jwt_audience),
                 key,
             },
-            max_body_bytes: self
-                .max_body_bytes
-                .or(file.max_body_bytes)
-                .unwrap_or(d.max_body_bytes),
+            max_body_bytes,
             max_topics: self.max_topics.or(file.max_topics).unwrap_or(d.max_topics),
             max_connections: self
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(d.max_connections),
+            // One publish (up to max_body_bytes) must fit a live subscriber's queue with
+            // room to spare, or a single large publish, or a batch that reaches a
+            // subscriber faster than it can read, sets off the slow-client policy on
+            // subscribers that keep up. Queued events are shared, not copied.
             max_queue_bytes: self
                 .max_queue_bytes
                 .or(file.max_queue_bytes)
-                .unwrap_or(d.max_queue_bytes),
+                .unwrap_or(max_body_bytes.saturating_mul(2)),
             slow_client: self
                 .slow_client
                 .or(file.slow_client)

@@ -199,3 +199,27 @@ fn tls_takes_both_files_from_any_layer_or_neither() {
         .expect_err("a key without its certificate");
     assert!(err.to_string().contains("tls_cert is not"), "{err}");
 }
+
+#[test]
+fn the_queue_bound_follows_the_body_limit_unless_set() {
+    let settings = Config::default().resolve().expect("valid");
+    assert_eq!(settings.max_queue_bytes, 2 * settings.max_body_bytes);
+    assert_eq!(
+        settings.max_queue_bytes,
+        Settings::default().max_queue_bytes
+    );
+    let larger_bodies = Config {
+        max_body_bytes: Some(4 << 20),
+        ..Config::default()
+    };
+    assert_eq!(
+        larger_bodies.resolve().expect("valid").max_queue_bytes,
+        8 << 20
+    );
+    let set = Config {
+        max_body_bytes: Some(4 << 20),
+        max_queue_bytes: Some(65536),
+        ..Config::default()
+    };
+    assert_eq!(set.resolve().expect("valid").max_queue_bytes, 65536);
+}
