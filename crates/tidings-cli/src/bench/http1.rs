@@ -196,6 +196,38 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// The largest refusal body read for its reason.
+const MAX_REFUSAL: usize = 16 * 1024;
+
+/// `HTTP status N`, and what the refusal's body says (an RFC 9457 problem's detail, see
+/// [`tidings::client::refusal_reason`]), reading at most [`MAX_REFUSAL`] bytes of it for
+/// at most a second. `buf` holds what was read after the head.
+pub async fn refusal<S: AsyncRead + Unpin>(stream: &mut S, head: &mut Head, buf: &[u8]) -> String {
+    let mut body = Vec::new();
+    let read = async {
+        let mut done = head
+            .framing
+            .decode(buf, |data| body.extend_from_slice(data))?;
+        let mut chunk = [0u8; 4096];
+        while !done && body.len() < MAX_REFUSAL {
+            let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            done = head
+                .framing
+                .decode(&chunk[..n], |data| body.extend_from_slice(data))?;
+        }
+        Ok::<(), String>(())
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), read).await;
+    body.truncate(MAX_REFUSAL);
+    match tidings::client::refusal_reason(&body) {
+        reason if reason.is_empty() => format!("HTTP status {}", head.status),
+        reason => format!("HTTP status {}: {reason}", head.status),
+    }
+}
+
 /// What a response head said that matters here.
 #[derive(Debug)]
 pub struct Head {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::args::Template;
-use super::http1::{read_head, Stream, Target};
+use super::http1::{read_head, refusal, Stream, Target};
 
 /// What to publish, and how fast.
 pub struct Publisher {
@@ -161,6 +161,12 @@ impl Publisher {
             Err(reason) if buf.is_empty() => return Err(Unanswered(failed(connection, reason))),
             Err(reason) => return Ok(Err(failed(connection, reason))),
         };
+        if !(200..300).contains(&head.status) {
+            // A refusal: its reason, and no reuse of a connection left mid-answer.
+            let reason = refusal(stream, &mut head, buf).await;
+            *connection = None;
+            return Ok(Err(reason));
+        }
         let answer = async {
             let mut done = head.framing.decode(buf, |_| {})?;
             let mut chunk = [0u8; 4096];
@@ -184,11 +190,7 @@ impl Publisher {
         if head.close {
             *connection = None;
         }
-        Ok(if (200..300).contains(&head.status) {
-            Ok(())
-        } else {
-            Err(format!("HTTP status {}", head.status))
-        })
+        Ok(Ok(()))
     }
 }
 

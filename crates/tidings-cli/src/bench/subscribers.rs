@@ -11,7 +11,7 @@ use tidings::wire::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::args::Field;
-use super::http1::{read_head, Framing, Stream, Target};
+use super::http1::{read_head, refusal, Framing, Stream, Target};
 use super::stats::{read_fields, Arrival, Seen, Tally};
 
 /// Each connection's read buffer: big enough to take a 16 KiB event in a few reads, small
@@ -103,9 +103,9 @@ async fn open(plan: &Plan, source: Option<IpAddr>) -> Result<(Stream, Vec<u8>, F
         .await
         .map_err(|e| format!("sending the request: {e}"))?;
     let mut buf = Vec::new();
-    let head = read_head(&mut stream, &mut buf).await?;
+    let mut head = read_head(&mut stream, &mut buf).await?;
     if head.status != 200 {
-        return Err(format!("HTTP status {}", head.status));
+        return Err(refusal(&mut stream, &mut head, &buf).await);
     }
     let essence = head
         .content_type
