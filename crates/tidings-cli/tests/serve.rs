@@ -513,6 +513,10 @@ fn https_serves_publish_and_listen_and_sighup_takes_a_renewed_certificate() {
         stderr.contains("the server said: this port serves HTTPS only"),
         "{stderr}"
     );
+    // HTTP/2 without TLS: the hub's GOAWAY says why, and it is not retried (exit code 3).
+    let (code, _, stderr) = tidings(&[], &["listen", "--http2-prior-knowledge", &plain_stream]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("this port serves HTTPS only"), "{stderr}");
 
     // Renewed on disk, then SIGHUP: new connections get the new certificate.
     write_certificate(&cert, &key);

@@ -115,10 +115,16 @@ pub(crate) async fn connect(
         let response = match answered {
             Ok(response) => response,
             Err(e) => {
-                return Attempt::Retry(Error::new(
+                let error = Error::new(
                     ErrorKind::Connect,
                     format!("could not connect to {url}: {}", describe_error(&e)),
-                ))
+                );
+                // A server that refuses this protocol will refuse it every time.
+                return if refuses_the_protocol(&e) {
+                    Attempt::Fatal(error)
+                } else {
+                    Attempt::Retry(error)
+                };
             }
         };
 
@@ -170,6 +176,24 @@ pub(crate) async fn connect(
             }
         }
     }
+}
+
+/// Whether `error` is an HTTP/2 server's refusal of the connection itself, whatever is
+/// sent on it: `INADEQUATE_SECURITY` (it wants TLS) or `HTTP_1_1_REQUIRED`.
+fn refuses_the_protocol(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(h2) = current.downcast_ref::<h2::Error>() {
+            return h2.is_go_away()
+                && h2.is_remote()
+                && matches!(
+                    h2.reason(),
+                    Some(h2::Reason::INADEQUATE_SECURITY | h2::Reason::HTTP_1_1_REQUIRED)
+                );
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// The largest error body read for its problem detail.
