@@ -116,8 +116,9 @@ fn warn_of_validity(files: &TlsFiles, certified: &CertifiedKey) {
     }
 }
 
-/// What is wrong with when `chain` (the server's certificate first) is valid, at `now`:
-/// `None` when it is valid now and for [`EXPIRY_WARNING`] more.
+/// What is wrong with when `chain`'s first certificate (the server's own) is valid, at
+/// `now`: `None` when it is valid now and for [`EXPIRY_WARNING`] more. The dates of the
+/// intermediates are not read (the chain's last certificate stands in for the root).
 ///
 /// The chain is checked by webpki, as a client would, against its own last certificate as
 /// the root (so the issuer does not matter here), under a name no certificate has (the
@@ -145,7 +146,8 @@ pub(crate) fn validity_problem(
             _ => None,
         }
     };
-    let days = |seconds: u64| seconds.div_ceil(24 * 3600);
+    // Whole days, rounded down: "expires in 6 day(s)" six days and some hours ahead.
+    let days = |seconds: u64| seconds / (24 * 3600);
     match check(now)? {
         CertificateError::ExpiredContext { time, not_after } => Some(format!(
             "expired {} day(s) ago: clients refuse it",

@@ -164,6 +164,12 @@ fn validity_problems_are_named_with_their_days() {
         validity_problem(&chain, at(2029, 12, 25)).as_deref(),
         Some("expires in 7 day(s): renew it, then send SIGHUP")
     );
+    let an_hour = std::time::Duration::from_secs(3600);
+    assert_eq!(
+        validity_problem(&chain, at(2029, 12, 25) + an_hour).as_deref(),
+        Some("expires in 6 day(s): renew it, then send SIGHUP"),
+        "whole days, rounded down"
+    );
     assert_eq!(
         validity_problem(&chain, at(2030, 1, 31)).as_deref(),
         Some("expired 30 day(s) ago: clients refuse it")
