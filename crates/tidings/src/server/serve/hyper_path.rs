@@ -17,6 +17,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -32,6 +33,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::repoll::Repoller;
@@ -56,7 +58,7 @@ pub(super) async fn serve<I>(io: I, router: Router, limits: Limits, stop: &watch
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let watched = Arc::new(Watched::default());
+    let watched = Arc::new(Watched::new());
     let finish_asked = tokio::sync::Notify::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -73,13 +75,13 @@ where
     // A request body wakes the connection's own task mid-poll (see `repoll`).
     let repoller = Repoller::new();
     let mut stopping = std::pin::pin!(stop.closed());
-    let mut idle = std::pin::pin!(idle_for(watched.in_flight.subscribe(), limits.idle));
+    let mut idle = std::pin::pin!(idle_for(&watched, limits.idle));
     // Once asked to finish, a connection with nothing in progress gets [`LINGER`] to say
     // goodbye (HTTP/2 waits for the client to acknowledge its `GOAWAY`), then is dropped:
     // a client that never answers must not hold it, nor a shutdown, for ever.
     let mut linger = std::pin::pin!(async {
         finish_asked.notified().await;
-        idle_for(watched.in_flight.subscribe(), LINGER).await;
+        idle_for(&watched, LINGER).await;
     });
     let mut finishing = false;
     loop {
@@ -113,26 +115,29 @@ where
     }
 }
 
-/// Resolves once nothing has been in progress (`in_flight` at zero) for `limit` in a row.
-async fn idle_for(mut in_flight: watch::Receiver<usize>, limit: Duration) {
+/// Resolves once nothing has been in progress for `limit` in a row. Driven by a timer
+/// alone: requests starting and ending never wake the connection's task (a wake-up in the
+/// middle of its own poll would cost a publish a trip through the scheduler; see
+/// `repoll`).
+async fn idle_for(watched: &Watched, limit: Duration) {
+    let mut deadline = Instant::now() + limit;
     loop {
-        if *in_flight.borrow_and_update() == 0 {
-            match tokio::time::timeout(limit, in_flight.changed()).await {
-                Err(_) => return,
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return std::future::pending().await,
-            }
-        } else if in_flight.changed().await.is_err() {
-            return std::future::pending().await;
-        }
+        tokio::time::sleep_until(deadline).await;
+        let now = Instant::now();
+        deadline = match watched.idle_since() {
+            Some(since) if since + limit <= now => return,
+            Some(since) => since + limit,
+            None => now + limit,
+        };
     }
 }
 
 /// What the requests of one connection tell its loop.
-#[derive(Default)]
 struct Watched {
     /// Requests whose response has not ended (head read, body not yet done or dropped).
-    in_flight: watch::Sender<usize>,
+    in_flight: AtomicUsize,
+    /// When the last request in progress ended (or the connection started).
+    idle_since: Mutex<Instant>,
     /// The sessions whose event streams this connection carries.
     sessions: Mutex<Vec<Weak<Link>>>,
     /// The loop, waiting for a session to be disconnected as slow.
@@ -140,9 +145,25 @@ struct Watched {
 }
 
 impl Watched {
+    fn new() -> Watched {
+        Watched {
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            sessions: Mutex::default(),
+            waiting: AtomicWaker::new(),
+        }
+    }
+
     fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.send_modify(|n| *n += 1);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(Arc::clone(self))
+    }
+
+    /// Since when nothing has been in progress; `None` while something is.
+    fn idle_since(&self) -> Option<Instant> {
+        // Read under the lock that `InFlight::drop` writes it under, after the count.
+        let since = *self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        (self.in_flight.load(Ordering::Acquire) == 0).then_some(since)
     }
 
     fn add_session(&self, link: &Arc<Link>) {
@@ -177,7 +198,10 @@ struct InFlight(Arc<Watched>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.send_modify(|n| *n = n.saturating_sub(1));
+        let mut since = self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *since = Instant::now();
+        }
     }
 }
 
