@@ -232,6 +232,15 @@ impl CaCertArg {
     }
 }
 
+/// The TLS client configuration of the tools: the public roots and those of `--cacert`
+/// (see [`tidings::client::tls_client_config`]).
+///
+/// # Errors
+/// A message for people when the `--cacert` file cannot be used.
+pub(crate) fn tls_client_config(cacert: &CaCertArg) -> Result<rustls::ClientConfig, String> {
+    tidings::client::tls_client_config(&cacert.load()?).map_err(|e| format!("--cacert: {e}"))
+}
+
 /// Parses a `--header` argument written `Name: value`.
 pub(crate) fn parse_header(text: &str) -> Result<(String, String), String> {
     let (name, value) = text

@@ -131,19 +131,8 @@ impl Target {
 
 /// A TLS client that trusts the public roots and `extra_roots`, speaking HTTP/1.1.
 fn connector(extra_roots: &[Vec<u8>]) -> Result<TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for der in extra_roots {
-        roots
-            .add(der.clone().into())
-            .map_err(|e| format!("--cacert holds a certificate rustls cannot use: {e}"))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("could not set up TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config =
+        tidings::client::tls_client_config(extra_roots).map_err(|e| format!("--cacert: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
 }

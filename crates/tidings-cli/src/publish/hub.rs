@@ -2,7 +2,6 @@
 //! base URL, an HTTP client (plain or TLS), and every failure turned into the message and
 //! exit code a person needs.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,21 +47,7 @@ impl Hub {
             })
             .collect::<Result<_, Failure>>()?;
 
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for der in args.cacert.load().map_err(usage)? {
-            roots.add(der.into()).map_err(|e| {
-                usage(format!(
-                    "--cacert holds a certificate rustls cannot use: {e}"
-                ))
-            })?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Failure::new(exit::FAILURE, format!("could not set up TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = crate::tls_client_config(&args.cacert).map_err(usage)?;
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);

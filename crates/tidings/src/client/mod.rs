@@ -68,7 +68,7 @@ pub use builder::{
     Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_REDIRECTS, DEFAULT_RETRY,
 };
 pub use event_source::EventSource;
-pub use transport::{describe_error, refusal_reason};
+pub use transport::{describe_error, refusal_reason, tls_client_config};
 
 use crate::error::Error;
 use crate::wire::MessageEvent;

@@ -31,12 +31,23 @@ pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
-/// Builds the HTTP client: TCP with `TCP_NODELAY`, TLS through rustls with the `ring`
-/// provider and Mozilla's roots (plus any the caller added), ALPN offering h2 and http/1.1.
-pub(crate) fn http_client(options: &Options) -> Result<HttpClient, Error> {
+/// A TLS client configuration as this crate's client uses it: rustls with the `ring`
+/// provider, TLS 1.2 and 1.3, Mozilla's root certificates (`webpki-roots`) and the DER
+/// certificates of `extra_roots` (for a private CA or a self-signed server), no client
+/// certificate. ALPN is left empty for the caller to set.
+///
+/// # Errors
+/// [`ErrorKind::InvalidRequest`] when one of `extra_roots` is not a DER X.509 certificate.
+///
+/// ```
+/// let config = tidings::client::tls_client_config(&[])?;
+/// assert!(config.alpn_protocols.is_empty());
+/// # Ok::<(), tidings::Error>(())
+/// ```
+pub fn tls_client_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for der in &options.extra_roots {
+    for der in extra_roots {
         roots.add(CertificateDer::from(der.clone())).map_err(|e| {
             Error::with_source(
                 ErrorKind::InvalidRequest,
@@ -46,11 +57,17 @@ pub(crate) fn http_client(options: &Options) -> Result<HttpClient, Error> {
         })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::with_source(ErrorKind::Connect, "could not set up TLS (rustls)", e))?
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth())
+}
+
+/// Builds the HTTP client: TCP with `TCP_NODELAY`, TLS from [`tls_client_config`] (with
+/// the roots the caller added), ALPN offering h2 and http/1.1.
+pub(crate) fn http_client(options: &Options) -> Result<HttpClient, Error> {
+    let tls = tls_client_config(&options.extra_roots)?;
 
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
