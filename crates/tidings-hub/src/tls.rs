@@ -95,16 +95,14 @@ impl Certificates {
 
 impl Certificates {
     /// The certificate a new connection gets.
-    fn resolve_now(&self) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(
-            &self.current.read().unwrap_or_else(|p| p.into_inner()),
-        ))
+    fn current(&self) -> Arc<CertifiedKey> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.resolve_now()
+        Some(self.current())
     }
 }
 

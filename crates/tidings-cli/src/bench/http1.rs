@@ -48,13 +48,12 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
-    /// Parses `url` and resolves its host once; an `https://` URL's certificate must be
-    /// signed by a public root or by one of `extra_roots` (DER).
+    /// Parses `url` and resolves its host once; an `https://` URL is reached through
+    /// `tls` (see [`tls_connector`]).
     ///
     /// # Errors
-    /// The URL is not `http(s)://host[:port]/...`, its host does not resolve, or an extra
-    /// root is not a certificate.
-    pub async fn resolve(url: &str, extra_roots: &[Vec<u8>]) -> Result<Target, String> {
+    /// The URL is not `http(s)://host[:port]/...`, or its host does not resolve.
+    pub async fn resolve(url: &str, tls: &TlsConnector) -> Result<Target, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
         let secure = match uri.scheme_str() {
             Some("http") => false,
@@ -83,7 +82,7 @@ impl Target {
         let tls = if secure {
             let name = ServerName::try_from(host.to_owned())
                 .map_err(|e| format!("`{url}`: {host} cannot name a certificate: {e}"))?;
-            Some((connector(extra_roots)?, name))
+            Some((tls.clone(), name))
         } else {
             None
         };
@@ -129,10 +128,10 @@ impl Target {
     }
 }
 
-/// A TLS client that trusts the public roots and `extra_roots`, speaking HTTP/1.1.
-fn connector(extra_roots: &[Vec<u8>]) -> Result<TlsConnector, String> {
-    let mut config =
-        tidings::client::tls_client_config(extra_roots).map_err(|e| format!("--cacert: {e}"))?;
+/// The TLS client of every `https://` connection the bench opens: the tools' (the public
+/// roots and `--cacert`'s), speaking HTTP/1.1. Built once for subscribers and publisher.
+pub fn tls_connector(cacert: &crate::CaCertArg) -> Result<TlsConnector, String> {
+    let mut config = crate::tls_client_config(cacert)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
 }

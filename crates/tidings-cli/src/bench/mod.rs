@@ -60,15 +60,13 @@ pub fn run(args: BenchArgs) -> ExitCode {
 
 async fn bench(args: BenchArgs) -> Result<ExitCode, (u8, String)> {
     let usage = |message: String| (exit::USAGE, message);
-    let extra_roots = args.cacert.load().map_err(usage)?;
-    let target = http1::Target::resolve(&args.url, &extra_roots)
+    let tls = http1::tls_connector(&args.cacert).map_err(usage)?;
+    let target = http1::Target::resolve(&args.url, &tls)
         .await
         .map_err(usage)?;
     let publisher = match &args.publish_url {
         Some(url) => Some(Publisher {
-            target: http1::Target::resolve(url, &extra_roots)
-                .await
-                .map_err(usage)?,
+            target: http1::Target::resolve(url, &tls).await.map_err(usage)?,
             method: args.method.clone(),
             content_type: args.content_type.clone(),
             headers: args.publish_headers.clone(),

@@ -43,28 +43,20 @@ use crate::server::stream::DirectLink;
 /// How long a connection asked to finish, with nothing in progress, may take to end.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// The time limits of a connection served by hyper.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
-    /// With no request in progress this long, or one HTTP/1 head taking longer, the
-    /// connection is asked to finish.
-    pub(super) idle: Duration,
-}
-
 /// Serves the connection with hyper (HTTP/1 with keep-alive and upgrades, or HTTP/2),
-/// finishing gracefully when `stop` is asked to or the connection is idle, and at once
-/// when a session on it is disconnected as slow.
-pub(super) async fn serve<I>(io: I, router: Router, limits: Limits, stop: &watch::Sender<()>)
+/// finishing gracefully when `stop` is asked to or the connection is idle (no request in
+/// progress for `idle`, or one HTTP/1 head taking longer), and at once when a session on
+/// it is disconnected as slow.
+pub(super) async fn serve<I>(io: I, router: Router, idle: Duration, stop: &watch::Sender<()>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let watched = Arc::new(Watched::new());
-    let finish_asked = tokio::sync::Notify::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle);
+        .header_read_timeout(idle);
     builder.http2().enable_connect_protocol();
     let service = TowerToHyperService::new(Watching {
         router,
@@ -75,14 +67,12 @@ where
     // A request body wakes the connection's own task mid-poll (see `repoll`).
     let repoller = Repoller::new();
     let mut stopping = std::pin::pin!(stop.closed());
-    let mut idle = std::pin::pin!(idle_for(&watched, limits.idle));
+    let mut idle_too_long = std::pin::pin!(idle_for(&watched, idle));
     // Once asked to finish, a connection with nothing in progress gets [`LINGER`] to say
     // goodbye (HTTP/2 waits for the client to acknowledge its `GOAWAY`), then is dropped:
-    // a client that never answers must not hold it, nor a shutdown, for ever.
-    let mut linger = std::pin::pin!(async {
-        finish_asked.notified().await;
-        idle_for(&watched, LINGER).await;
-    });
+    // a client that never answers must not hold it, nor a shutdown, for ever. Its clock
+    // starts when it is first polled, that is, once `finishing`.
+    let mut linger = std::pin::pin!(idle_for(&watched, LINGER));
     let mut finishing = false;
     loop {
         tokio::select! {
@@ -94,16 +84,14 @@ where
             }
             () = &mut stopping, if !finishing => {
                 finishing = true;
-                finish_asked.notify_one();
                 connection.as_mut().graceful_shutdown();
             }
-            () = &mut idle, if !finishing => {
-                tracing::trace!(timeout = ?limits.idle, "no request in progress; finishing the connection");
+            () = &mut idle_too_long, if !finishing => {
+                tracing::trace!(timeout = ?idle, "no request in progress; finishing the connection");
                 finishing = true;
-                finish_asked.notify_one();
                 connection.as_mut().graceful_shutdown();
             }
-            () = &mut linger => {
+            () = &mut linger, if finishing => {
                 tracing::trace!("the client did not end the connection; dropping it");
                 return;
             }

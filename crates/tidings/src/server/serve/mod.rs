@@ -323,10 +323,8 @@ impl Connection {
             }
             Ok(Ok(_)) => {
                 let io = Rewind::new(read.freeze(), stream);
-                let limits = hyper_path::Limits {
-                    idle: self.idle_timeout,
-                };
-                Box::pin(hyper_path::serve(io, self.router, limits, &self.stop)).await;
+                let idle = self.idle_timeout;
+                Box::pin(hyper_path::serve(io, self.router, idle, &self.stop)).await;
             }
             Ok(Err(err)) => tracing::trace!(error = %err, "connection closed before a request"),
             Err(_) => tracing::trace!("no request head within {HEAD_TIMEOUT:?}; closing"),
@@ -362,10 +360,8 @@ impl Connection {
         };
         match handshake {
             Ok(Ok(tls)) => {
-                let limits = hyper_path::Limits {
-                    idle: self.idle_timeout,
-                };
-                Box::pin(hyper_path::serve(tls, self.router, limits, &self.stop)).await;
+                let idle = self.idle_timeout;
+                Box::pin(hyper_path::serve(tls, self.router, idle, &self.stop)).await;
             }
             Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
             Err(_) => tracing::debug!("no TLS handshake within {HEAD_TIMEOUT:?}; closing"),
