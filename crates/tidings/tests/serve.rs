@@ -3,6 +3,8 @@
 //! every other connection still reaches hyper (keep-alive, bodies, HTTP/2, pipelining),
 //! and graceful shutdown.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -387,27 +389,6 @@ async fn graceful_shutdown_waits_for_streams_and_closes_idle_connections() {
         .expect("the server stops cleanly");
 }
 
-/// The body of a chunked response (after its head), decoded; panics on bad framing.
-fn dechunk(mut wire: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = wire
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("a chunk line");
-        let len = usize::from_str_radix(std::str::from_utf8(&wire[..line_end]).expect("hex"), 16)
-            .expect("a chunk length");
-        wire = &wire[line_end + 2..];
-        if len == 0 {
-            assert_eq!(wire, b"\r\n", "nothing after the last chunk");
-            return body;
-        }
-        body.extend_from_slice(&wire[..len]);
-        assert_eq!(&wire[len..len + 2], b"\r\n", "a chunk ends with CRLF");
-        wire = &wire[len + 2..];
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_writes_keep_every_event_in_order_when_the_socket_fills() {
     // HTTP/1.1: a chunked body; HTTP/1.0: a body that ends when the connection closes.
@@ -501,7 +482,9 @@ async fn fill_and_drain(http_10: bool) {
     let body = if http_10 {
         wire[head_end..].to_vec()
     } else {
-        dechunk(&wire[head_end..])
+        let (body, clean) = common::dechunk(&wire[head_end..]);
+        assert!(clean, "the body ends with its last chunk");
+        body
     };
     let body = String::from_utf8(body).expect("utf-8");
     let body = body

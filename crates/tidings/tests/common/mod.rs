@@ -229,3 +229,30 @@ pub fn parse_block(block: &str) -> Option<WireEvent> {
     event.data = data.join("\n");
     Some(event)
 }
+
+/// The payload of a chunked HTTP/1.1 body (everything after the head), and whether it
+/// ended with the last chunk; a body cut short yields what its whole chunks held.
+/// Panics on bytes that are not chunked framing.
+pub fn dechunk(mut wire: &[u8]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    loop {
+        let Some(line_end) = wire.windows(2).position(|w| w == b"\r\n") else {
+            return (body, false);
+        };
+        let len = std::str::from_utf8(&wire[..line_end])
+            .ok()
+            .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+            .unwrap_or_else(|| panic!("a chunk length, not {:?}", &wire[..line_end]));
+        wire = &wire[line_end + 2..];
+        if len == 0 {
+            assert!(b"\r\n".starts_with(wire), "nothing after the last chunk");
+            return (body, wire.len() == 2);
+        }
+        if wire.len() < len + 2 {
+            return (body, false);
+        }
+        body.extend_from_slice(&wire[..len]);
+        assert_eq!(&wire[len..len + 2], b"\r\n", "a chunk ends with CRLF");
+        wire = &wire[len + 2..];
+    }
+}

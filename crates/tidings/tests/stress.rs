@@ -1,0 +1,692 @@
+//! Adversarial interleavings, many seeds: what the session queue, direct writes and
+//! channels promise, checked while threads race each other over real sockets.
+//!
+//! Several OS threads push to one session at once (single events, batches, joined runs
+//! shared with other sessions) while its client reads in fits and starts through a small
+//! receive buffer, so that direct writes go through whole, go through in part and are
+//! refused, the queue fills and drains, keep-alive comments fall due between events, and
+//! the session closes. Every case runs on each way a stream is served: the lean path with
+//! direct writes, the lean path without them, and hyper.
+//!
+//! Each case runs once per seed. A seed fixes every choice the test makes (sizes, push
+//! kinds, pauses), not the threads' interleaving, which is the operating system's: running
+//! many seeds is what makes the rare interleavings happen. `TIDINGS_STRESS_SEEDS=N` runs
+//! N seeds (default 8), `TIDINGS_STRESS_SEED=S` runs seed S alone; a failure names its
+//! seed. Pauses only shape the races: what is asserted of the events holds however the
+//! threads ran. Each case also checks, over all its seeds, that its race happened at least
+//! once (a close before the pushers were done, a policy that acted), so that it cannot
+//! pass by testing nothing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
+use axum::routing::get;
+use bytes::Bytes;
+use common::{dechunk, open_session_at, serve_sessions, VIA_HYPER};
+use tidings::server::{
+    Channel, HistoryLimits, PushOutcome, Session, SessionConfig, SessionStream, SharedBytes,
+    SlowClientPolicy, GAP_EVENT_TYPE,
+};
+use tidings::wire::{MessageEvent, Parser};
+use tidings::{Event, EventId};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+
+/// A generous guard so a lost event fails the test instead of hanging it; never a
+/// performance bound.
+const GUARD: Duration = Duration::from_secs(30);
+
+/// Threads pushing to one session at once.
+const PUSHERS: usize = 3;
+
+/// The seeds to run: `TIDINGS_STRESS_SEED` alone, or `TIDINGS_STRESS_SEEDS` of them.
+fn seeds() -> Vec<u64> {
+    let number = |name: &str| {
+        std::env::var(name).ok().map(|v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+        })
+    };
+    match (
+        number("TIDINGS_STRESS_SEED"),
+        number("TIDINGS_STRESS_SEEDS"),
+    ) {
+        (Some(seed), _) => vec![seed],
+        (None, count) => (1..=count.unwrap_or(8)).collect(),
+    }
+}
+
+/// SplitMix64: a small, fast, well-mixed generator, so that a seed replays its choices.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// True once in `n` times.
+    fn one_in(&mut self, n: u64) -> bool {
+        self.below(n) == 0
+    }
+
+    fn pick<T: Copy>(&mut self, choices: &[T]) -> T {
+        choices[self.below(choices.len() as u64) as usize]
+    }
+}
+
+/// Where a stream is served (see the module docs).
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    LeanDirect,
+    LeanQueued,
+    Hyper,
+}
+
+const PATHS: [Path; 3] = [Path::LeanDirect, Path::LeanQueued, Path::Hyper];
+
+impl Path {
+    fn direct_writes(self) -> bool {
+        matches!(self, Path::LeanDirect)
+    }
+
+    fn route(self) -> &'static str {
+        match self {
+            Path::LeanDirect | Path::LeanQueued => "/events",
+            Path::Hyper => VIA_HYPER,
+        }
+    }
+}
+
+/// Keep-alive comments as often as the timer allows, so that they race the pushes; no
+/// `retry:`; a queue that never fills.
+fn roomy(config: SessionConfig) -> SessionConfig {
+    config
+        .keep_alive(Some(Duration::from_millis(1)))
+        .retry(None)
+        .max_queue_bytes(256 << 20)
+}
+
+/// As [`roomy`], with a queue that a client that pauses overflows.
+fn tight(config: SessionConfig) -> SessionConfig {
+    roomy(config).max_queue_bytes(6 * 1024)
+}
+
+/// A session on `path` and its client, a raw socket whose receive buffer the seed picks.
+async fn session_and_client(
+    path: Path,
+    configure: fn(SessionConfig) -> SessionConfig,
+    rng: &mut Rng,
+) -> (Session, TcpStream) {
+    let (addr, mut sessions) = serve_sessions(path.direct_writes(), configure).await;
+    let socket = TcpSocket::new_v4().expect("socket");
+    // Not below 4 KiB: with a window that small against loopback's 64 KiB segments, TCP
+    // itself can fall into sending a few hundred bytes per delayed acknowledgement.
+    if let Some(size) = rng.pick(&[Some(4096), Some(8192), Some(32 * 1024), None]) {
+        socket.set_recv_buffer_size(size).expect("rcvbuf");
+    }
+    let mut client = socket.connect(addr).await.expect("connect");
+    let session = open_session_at(&mut client, &mut sessions, path.route()).await;
+    (session, client)
+}
+
+/// Reads `client` until its response ends (the last chunk, or the connection's end) in
+/// reads of sizes the seed picks, pausing now and then, and returns the events of the
+/// response body (the body must be chunked; `clean` says whether it ended with the last
+/// chunk).
+fn read_in_fits(mut client: TcpStream, mut rng: Rng, pause_one_in: u64) -> Reader {
+    let so_far = Arc::new(Mutex::new(Vec::new()));
+    let wire_so_far = Arc::clone(&so_far);
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let size = rng.pick(&[7, 512, 4096, 64 * 1024]);
+            let n = match client.read(&mut buf[..size]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let ended = {
+                let mut wire = wire_so_far.lock().expect("the wire");
+                wire.extend_from_slice(&buf[..n]);
+                // The last chunk: hyper keeps the connection open for another request.
+                wire.ends_with(b"\r\n0\r\n\r\n")
+            };
+            if ended {
+                break;
+            }
+            if rng.one_in(pause_one_in) {
+                tokio::time::sleep(Duration::from_micros(rng.below(3000))).await;
+            }
+        }
+        let wire = wire_so_far.lock().expect("the wire");
+        let head_end = wire
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response head")
+            + 4;
+        let head = String::from_utf8_lossy(&wire[..head_end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let (body, clean) = dechunk(&wire[head_end..]);
+        let mut parser = Parser::with_max_event_size(1 << 24);
+        parser.feed(&body).expect("the body parses");
+        let events = std::iter::from_fn(|| parser.next_event()).collect();
+        Received { events, clean }
+    });
+    Reader { task, so_far }
+}
+
+/// A client reading its stream: the task, and the bytes it has read so far.
+struct Reader {
+    task: tokio::task::JoinHandle<Received>,
+    so_far: Arc<Mutex<Vec<u8>>>,
+}
+
+struct Received {
+    events: Vec<MessageEvent>,
+    clean: bool,
+}
+
+async fn received(reader: Reader, context: &str) -> Received {
+    match tokio::time::timeout(GUARD, reader.task).await {
+        Ok(done) => done.expect("the reader finishes"),
+        Err(_) => {
+            let wire = reader.so_far.lock().expect("the wire");
+            let tail = String::from_utf8_lossy(&wire[wire.len().saturating_sub(200)..]);
+            panic!(
+                "{context}: the stream did not end within the guard; {} bytes came, ending {tail:?}",
+                wire.len()
+            );
+        }
+    }
+}
+
+/// Event `i` of pusher `k`: its data names both, and a padding whose length and letter
+/// the receiver can check (a keep-alive or another pusher's bytes inside an event would
+/// show there).
+fn event(k: usize, i: usize, rng: &mut Rng) -> Event {
+    let len = rng.pick(&[0, 1, 40, 700, 3000, 9000]) as usize + rng.below(8) as usize;
+    let letter = char::from(b'a' + ((k * 7 + i) % 26) as u8);
+    let pad: String = std::iter::repeat_n(letter, len).collect();
+    Event::new().data(format!("{k} {i} {len} {pad}"))
+}
+
+/// Pusher and index of an event made by [`event`], after checking its padding.
+fn parse_data(data: &str, seed: u64) -> (usize, usize) {
+    let mut fields = data.splitn(4, ' ');
+    let mut number = || -> usize {
+        fields
+            .next()
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("seed {seed}: malformed event data {data:.80?}"))
+    };
+    let (k, i, len) = (number(), number(), number());
+    let pad = fields.next().unwrap_or("");
+    let letter = char::from(b'a' + ((k * 7 + i) % 26) as u8);
+    assert!(
+        pad.len() == len && pad.chars().all(|c| c == letter),
+        "seed {seed}: event {k}/{i} arrived damaged: {data:.80?}"
+    );
+    (k, i)
+}
+
+/// What each pusher's events arrived as: their indexes, in arrival order.
+fn by_pusher(events: &[MessageEvent], seed: u64) -> Vec<Vec<usize>> {
+    let mut seen = vec![Vec::new(); PUSHERS];
+    for event in events.iter().filter(|e| e.event_type == "message") {
+        let (k, i) = parse_data(&event.data, seed);
+        seen[k].push(i);
+    }
+    seen
+}
+
+/// One push of events `first..first + count` of pusher `k`, in a way the seed picks:
+/// one event, a batch (one queue item), a joined run (bytes shared with other
+/// sessions), or bytes already encoded. The policy is `policy` where the call takes one.
+fn push(
+    session: &Session,
+    k: usize,
+    first: usize,
+    count: usize,
+    policy: SlowClientPolicy,
+    rng: &mut Rng,
+) -> Result<PushOutcome, tidings::Error> {
+    let events: Vec<Event> = (first..first + count).map(|i| event(k, i, rng)).collect();
+    if count == 1 && policy != SlowClientPolicy::Disconnect {
+        // Only one event per queue item keeps the policies' counts in events.
+        return session.push_bytes(events[0].encode()?, policy);
+    }
+    match rng.below(4) {
+        0 if count == 1 => session.push(&events[0]),
+        0 | 1 => session.push_batch(&events),
+        2 => {
+            let parts: Vec<Bytes> = events
+                .iter()
+                .map(|e| e.encode())
+                .collect::<Result<_, _>>()?;
+            let joined = SharedBytes::new(Bytes::from(parts.concat()));
+            session.push_bytes_joined(&parts, &joined, policy)
+        }
+        _ => {
+            let parts: Vec<Bytes> = events
+                .iter()
+                .map(|e| e.encode())
+                .collect::<Result<_, _>>()?;
+            session.push_bytes(Bytes::from(parts.concat()), policy)
+        }
+    }
+}
+
+/// What one pusher thread did.
+#[derive(Debug, Default)]
+struct Pushed {
+    /// Events whose push was accepted (returned `Ok`), counting from 0.
+    accepted: usize,
+    /// Events the policies reported dropped or replaced.
+    lost: u64,
+    /// Whether a push was refused because the session had closed.
+    refused: bool,
+}
+
+/// Starts [`PUSHERS`] threads, each pushing up to `count` events to `session` (stopping
+/// at the first refusal), with the seed's mix of push kinds and pauses. `progress` counts
+/// the events accepted, all pushers together.
+fn start_pushers(
+    session: &Session,
+    count: usize,
+    policy: SlowClientPolicy,
+    seed: u64,
+    progress: &Arc<AtomicUsize>,
+) -> Vec<thread::JoinHandle<Pushed>> {
+    (0..PUSHERS)
+        .map(|k| {
+            let session = session.clone();
+            let progress = Arc::clone(progress);
+            let mut rng = Rng::new(seed ^ (k as u64 + 1) << 32);
+            thread::spawn(move || {
+                let mut pushed = Pushed::default();
+                while pushed.accepted < count {
+                    let n = if policy == SlowClientPolicy::Disconnect {
+                        (1 + rng.below(3) as usize).min(count - pushed.accepted)
+                    } else {
+                        1
+                    };
+                    match push(&session, k, pushed.accepted, n, policy, &mut rng) {
+                        Ok(outcome) => {
+                            pushed.lost += match outcome {
+                                PushOutcome::DroppedOldest(n) | PushOutcome::Replaced(n) => n,
+                                PushOutcome::Queued | PushOutcome::Disconnected => 0,
+                            };
+                            if outcome != PushOutcome::Disconnected {
+                                pushed.accepted += n;
+                                progress.fetch_add(n, Ordering::Relaxed);
+                            }
+                        }
+                        Err(err) => {
+                            assert_eq!(err.kind(), tidings::ErrorKind::Closed, "{err}");
+                            pushed.refused = true;
+                            return pushed;
+                        }
+                    }
+                    if rng.one_in(8) {
+                        thread::yield_now();
+                    }
+                    if rng.one_in(32) {
+                        thread::sleep(Duration::from_micros(50 + rng.below(300)));
+                    }
+                }
+                pushed
+            })
+        })
+        .collect()
+}
+
+fn join(pushers: Vec<thread::JoinHandle<Pushed>>) -> Vec<Pushed> {
+    pushers
+        .into_iter()
+        .map(|p| p.join().expect("a pusher thread"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_pushers_every_event_once_in_each_pushers_order() {
+    const COUNT: usize = 300;
+    for seed in seeds() {
+        for path in PATHS {
+            let mut rng = Rng::new(seed);
+            let (session, client) = session_and_client(path, roomy, &mut rng).await;
+            let reader = read_in_fits(client, Rng::new(seed ^ 0xC11E), 3);
+            let pushed = join(start_pushers(
+                &session,
+                COUNT,
+                SlowClientPolicy::Disconnect,
+                seed,
+                &Arc::default(),
+            ));
+            session.close();
+            let context = format!("seed {seed}, {path:?}");
+            let got = received(reader, &context).await;
+            assert!(got.clean, "{context}: the body ends with its last chunk");
+            for (k, seen) in by_pusher(&got.events, seed).into_iter().enumerate() {
+                assert_eq!(
+                    pushed[k].accepted, COUNT,
+                    "{context}: pusher {k} was refused"
+                );
+                assert!(
+                    seen.iter().copied().eq(0..COUNT),
+                    "{context}: pusher {k}'s events arrived as {}",
+                    describe(&seen)
+                );
+            }
+            assert!(!session.stats().disconnected_slow, "{context}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_racing_the_pushers_delivers_exactly_what_was_accepted() {
+    const COUNT: usize = 400;
+    let mut cut_short = 0;
+    for seed in seeds() {
+        for path in PATHS {
+            let mut rng = Rng::new(seed);
+            let (session, client) = session_and_client(path, roomy, &mut rng).await;
+            let reader = read_in_fits(client, Rng::new(seed ^ 0xC11E), 3);
+            let progress = Arc::default();
+            let pushers = start_pushers(
+                &session,
+                COUNT,
+                SlowClientPolicy::Disconnect,
+                seed,
+                &progress,
+            );
+            // Close once the pushers are somewhere between 0% and 80% through.
+            let at = rng.below((PUSHERS * COUNT * 4 / 5) as u64) as usize;
+            while progress.load(Ordering::Relaxed) < at {
+                thread::yield_now();
+            }
+            session.close();
+            let pushed = join(pushers);
+            cut_short += usize::from(pushed.iter().any(|p| p.refused));
+            let context = format!("seed {seed}, {path:?}");
+            let got = received(reader, &context).await;
+            assert!(got.clean, "{context}: the body ends with its last chunk");
+            for (k, seen) in by_pusher(&got.events, seed).into_iter().enumerate() {
+                // A push either went out or was refused; the ones accepted before the
+                // close are all flushed, and none after it got in.
+                assert!(
+                    seen.iter().copied().eq(0..pushed[k].accepted),
+                    "{context}: pusher {k} had {} events accepted ({}), which arrived as {}",
+                    pushed[k].accepted,
+                    if pushed[k].refused {
+                        "then refused"
+                    } else {
+                        "all"
+                    },
+                    describe(&seen)
+                );
+            }
+        }
+    }
+    assert!(
+        cut_short > 0,
+        "no close came before the pushers were done: nothing raced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_policies_announce_every_event_they_take() {
+    const COUNT: usize = 250;
+    for policy in [SlowClientPolicy::DropOldest, SlowClientPolicy::LatestOnly] {
+        let mut acted = 0;
+        let reason = match policy {
+            SlowClientPolicy::DropOldest => "dropped",
+            _ => "replaced",
+        };
+        for seed in seeds() {
+            for path in PATHS {
+                let mut rng = Rng::new(seed);
+                let (session, client) = session_and_client(path, tight, &mut rng).await;
+                // A client that pauses often, so that the policy acts.
+                let reader = read_in_fits(client, Rng::new(seed ^ 0x510E), 3);
+                let pushed = join(start_pushers(
+                    &session,
+                    COUNT,
+                    policy,
+                    seed,
+                    &Arc::default(),
+                ));
+                session.close();
+                let context = format!("seed {seed}, {path:?}, {policy:?}");
+                let got = received(reader, &context).await;
+                assert!(got.clean, "{context}: the body ends with its last chunk");
+                let mut announced = 0;
+                for gap in got.events.iter().filter(|e| e.event_type == GAP_EVENT_TYPE) {
+                    let gap: serde_json::Value =
+                        serde_json::from_str(&gap.data).expect("a JSON gap");
+                    assert_eq!(gap["reason"], reason, "{context}: {gap}");
+                    announced += gap["dropped"].as_u64().expect("a count");
+                }
+                let reported: u64 = pushed.iter().map(|p| p.lost).sum();
+                assert_eq!(
+                    announced, reported,
+                    "{context}: gap events announce what the pushes were told was lost"
+                );
+                let mut delivered = 0;
+                for (k, seen) in by_pusher(&got.events, seed).into_iter().enumerate() {
+                    assert_eq!(
+                        pushed[k].accepted, COUNT,
+                        "{context}: pusher {k} was refused"
+                    );
+                    assert!(
+                        seen.windows(2).all(|w| w[0] < w[1]),
+                        "{context}: pusher {k}'s events arrived out of order or twice: {}",
+                        describe(&seen)
+                    );
+                    delivered += seen.len() as u64;
+                }
+                assert_eq!(
+                    delivered + announced,
+                    (PUSHERS * COUNT) as u64,
+                    "{context}: every event arrives or is announced as lost"
+                );
+                acted += usize::from(announced > 0);
+            }
+        }
+        assert!(
+            acted > 0,
+            "{policy:?} never acted: the client never fell behind"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disconnect_policy_leaves_each_pusher_a_prefix_without_holes() {
+    const COUNT: usize = 400;
+    let mut disconnected = 0;
+    for seed in seeds() {
+        for path in PATHS {
+            let mut rng = Rng::new(seed);
+            let (session, client) = session_and_client(path, tight, &mut rng).await;
+            let reader = read_in_fits(client, Rng::new(seed ^ 0x510E), 3);
+            let pushed = join(start_pushers(
+                &session,
+                COUNT,
+                SlowClientPolicy::Disconnect,
+                seed,
+                &Arc::default(),
+            ));
+            session.close();
+            let context = format!("seed {seed}, {path:?}");
+            let got = received(reader, &context).await;
+            let cut = session.stats().disconnected_slow;
+            for (k, seen) in by_pusher(&got.events, seed).into_iter().enumerate() {
+                // What was queued when the policy fired is gone (the client resumes from
+                // its last id); what arrived before it has no holes.
+                assert!(
+                    seen.iter().copied().eq(0..seen.len()),
+                    "{context}: pusher {k}'s events arrived as {}",
+                    describe(&seen)
+                );
+                assert!(seen.len() <= pushed[k].accepted, "{context}: pusher {k}");
+                if !cut {
+                    assert_eq!(seen.len(), COUNT, "{context}: pusher {k}, not disconnected");
+                }
+            }
+            if !cut {
+                assert!(got.clean, "{context}: not disconnected, so a clean end");
+            }
+            disconnected += usize::from(cut);
+        }
+    }
+    assert!(
+        disconnected > 0,
+        "the policy never acted: the client never fell behind"
+    );
+}
+
+/// `seen` in short: runs of consecutive indexes as `a..=b`.
+fn describe(seen: &[usize]) -> String {
+    let mut runs: Vec<String> = Vec::new();
+    let mut start = 0;
+    for i in 1..=seen.len() {
+        if i == seen.len() || seen[i] != seen[i - 1] + 1 {
+            if start < seen.len() {
+                runs.push(format!("{}..={}", seen[start], seen[i - 1]));
+            }
+            start = i;
+        }
+    }
+    format!("[{}] ({} events)", runs.join(", "), seen.len())
+}
+
+/// A channel whose sessions come from `GET /events` (resuming from `Last-Event-ID`).
+async fn channel_server(channel: Channel) -> SocketAddr {
+    async fn events(State(channel): State<Channel>, headers: HeaderMap, uri: Uri) -> SessionStream {
+        let config = roomy(SessionConfig::from_request(&headers, &uri));
+        let (session, stream) = Session::new(config, ());
+        channel.register(&session).expect("registers");
+        stream
+    }
+    let app = axum::Router::new()
+        .route("/events", get(events))
+        .with_state(channel);
+    common::serve(app).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_come_and_go_while_threads_broadcast_see_every_id_once() {
+    const BROADCASTERS: usize = 3;
+    const COUNT: usize = 200;
+    const CLIENTS: usize = 3;
+    for seed in seeds() {
+        let channel = Channel::builder()
+            .history(HistoryLimits::new().max_events(BROADCASTERS * COUNT + 10))
+            .build();
+        let addr = channel_server(channel.clone()).await;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| tokio::spawn(follow(addr, Rng::new(seed ^ (c as u64 + 1) << 48))))
+            .collect();
+        // Every client's first connection is registered before the first broadcast.
+        tokio::time::timeout(GUARD, async {
+            while channel.session_count() < CLIENTS {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the clients connect");
+        let (ids_tx, mut ids_rx) = mpsc::unbounded_channel();
+        let broadcasters: Vec<_> = (0..BROADCASTERS)
+            .map(|b| {
+                let channel = channel.clone();
+                let ids_tx = ids_tx.clone();
+                let mut rng = Rng::new(seed ^ (b as u64 + 1) << 40);
+                thread::spawn(move || {
+                    for i in 0..COUNT {
+                        let sent = channel
+                            .broadcast(&Event::new().data(format!("{b}/{i}")))
+                            .expect("broadcast");
+                        ids_tx.send(sent.id).expect("the test is listening");
+                        if rng.one_in(4) {
+                            thread::sleep(Duration::from_micros(rng.below(400)));
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(ids_tx);
+        for b in broadcasters {
+            b.join().expect("a broadcaster");
+        }
+        // Broadcast last, so a client that reaches it has had its chance at the rest.
+        channel
+            .broadcast(&Event::new().data("end"))
+            .expect("broadcast");
+        let mut all: Vec<EventId> = Vec::new();
+        while let Some(id) = ids_rx.recv().await {
+            all.push(id);
+        }
+        all.sort();
+        for (c, client) in clients.into_iter().enumerate() {
+            let (seen, connections) = tokio::time::timeout(GUARD, client)
+                .await
+                .unwrap_or_else(|_| panic!("seed {seed}: client {c} stalled"))
+                .expect("a client");
+            let first_difference = seen.iter().zip(&all).position(|(s, a)| s != a);
+            assert!(
+                seen == all,
+                "seed {seed}: client {c}, across {connections} connections, saw {} ids of {}; \
+                 the first difference at {first_difference:?}",
+                seen.len(),
+                all.len(),
+            );
+        }
+    }
+}
+
+/// A client that reads a few events, drops its connection and resumes from its last id,
+/// until the `end` event: the ids it saw, and over how many connections.
+async fn follow(addr: SocketAddr, mut rng: Rng) -> (Vec<EventId>, usize) {
+    let mut seen = Vec::new();
+    let mut last: Option<String> = None;
+    let mut connections = 0;
+    loop {
+        let headers: Vec<(&str, &str)> = last
+            .as_deref()
+            .map(|id| ("last-event-id", id))
+            .into_iter()
+            .collect();
+        let mut stream = common::open(addr, "/events", &headers).await;
+        connections += 1;
+        let stay = rng.pick(&[1, 3, 10, 40, 150]);
+        for _ in 0..stay {
+            let event = stream.next_event().await.expect("the stream stays open");
+            if event.data == "end" {
+                return (seen, connections);
+            }
+            let id = event.id.expect("every event has an id");
+            seen.push(EventId::from_str(&id).expect("an event id"));
+            last = Some(id);
+        }
+    }
+}
