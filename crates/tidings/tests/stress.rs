@@ -41,6 +41,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
+use fastrand::Rng;
+
 /// A generous guard so a lost event fails the test instead of hanging it; never a
 /// performance bound.
 const GUARD: Duration = Duration::from_secs(30);
@@ -65,35 +67,9 @@ fn seeds() -> Vec<u64> {
     }
 }
 
-/// SplitMix64: a small, fast, well-mixed generator, so that a seed replays its choices.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// True once in `n` times.
-    fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
-    }
-
-    fn pick<T: Copy>(&mut self, choices: &[T]) -> T {
-        choices[self.below(choices.len() as u64) as usize]
-    }
+/// One of `choices`, as the seed has it.
+fn pick<T: Copy>(rng: &mut Rng, choices: &[T]) -> T {
+    choices[rng.usize(..choices.len())]
 }
 
 /// Where a stream is served (see the module docs).
@@ -143,7 +119,7 @@ async fn session_and_client(
     let socket = TcpSocket::new_v4().expect("socket");
     // Not below 4 KiB: with a window that small against loopback's 64 KiB segments, TCP
     // itself can fall into sending a few hundred bytes per delayed acknowledgement.
-    if let Some(size) = rng.pick(&[Some(4096), Some(8192), Some(32 * 1024), None]) {
+    if let Some(size) = pick(rng, &[Some(4096), Some(8192), Some(32 * 1024), None]) {
         socket.set_recv_buffer_size(size).expect("rcvbuf");
     }
     let mut client = socket.connect(addr).await.expect("connect");
@@ -161,7 +137,7 @@ fn read_in_fits(mut client: TcpStream, mut rng: Rng, pause_one_in: u64) -> Reade
     let task = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let size = rng.pick(&[7, 512, 4096, 64 * 1024]);
+            let size = pick(&mut rng, &[7, 512, 4096, 64 * 1024]);
             let n = match client.read(&mut buf[..size]).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
@@ -175,8 +151,8 @@ fn read_in_fits(mut client: TcpStream, mut rng: Rng, pause_one_in: u64) -> Reade
             if ended {
                 break;
             }
-            if rng.one_in(pause_one_in) {
-                tokio::time::sleep(Duration::from_micros(rng.below(3000))).await;
+            if rng.u64(..pause_one_in) == 0 {
+                tokio::time::sleep(Duration::from_micros(rng.u64(..3000))).await;
             }
         }
         let wire = wire_so_far.lock().expect("the wire");
@@ -225,7 +201,7 @@ async fn received(reader: Reader, context: &str) -> Received {
 /// the receiver can check (a keep-alive or another pusher's bytes inside an event would
 /// show there).
 fn event(k: usize, i: usize, rng: &mut Rng) -> Event {
-    let len = rng.pick(&[0, 1, 40, 700, 3000, 9000]) as usize + rng.below(8) as usize;
+    let len = pick(rng, &[0, 1, 40, 700, 3000, 9000]) as usize + rng.usize(..8);
     let letter = char::from(b'a' + ((k * 7 + i) % 26) as u8);
     let pad: String = std::iter::repeat_n(letter, len).collect();
     Event::new().data(format!("{k} {i} {len} {pad}"))
@@ -276,7 +252,7 @@ fn push(
         // Only one event per queue item keeps the policies' counts in events.
         return session.push_bytes(events[0].encode()?, policy);
     }
-    match rng.below(4) {
+    match rng.u64(..4) {
         0 if count == 1 => session.push(&events[0]),
         0 | 1 => session.push_batch(&events),
         2 => {
@@ -322,12 +298,12 @@ fn start_pushers(
         .map(|k| {
             let session = session.clone();
             let progress = Arc::clone(progress);
-            let mut rng = Rng::new(seed ^ (k as u64 + 1) << 32);
+            let mut rng = Rng::with_seed(seed ^ (k as u64 + 1) << 32);
             thread::spawn(move || {
                 let mut pushed = Pushed::default();
                 while pushed.accepted < count {
                     let n = if policy == SlowClientPolicy::Disconnect {
-                        (1 + rng.below(3) as usize).min(count - pushed.accepted)
+                        (1 + rng.u64(..3) as usize).min(count - pushed.accepted)
                     } else {
                         1
                     };
@@ -348,11 +324,11 @@ fn start_pushers(
                             return pushed;
                         }
                     }
-                    if rng.one_in(8) {
+                    if rng.u64(..8) == 0 {
                         thread::yield_now();
                     }
-                    if rng.one_in(32) {
-                        thread::sleep(Duration::from_micros(50 + rng.below(300)));
+                    if rng.u64(..32) == 0 {
+                        thread::sleep(Duration::from_micros(50 + rng.u64(..300)));
                     }
                 }
                 pushed
@@ -373,9 +349,9 @@ async fn many_pushers_every_event_once_in_each_pushers_order() {
     const COUNT: usize = 300;
     for seed in seeds() {
         for path in PATHS {
-            let mut rng = Rng::new(seed);
+            let mut rng = Rng::with_seed(seed);
             let (session, client) = session_and_client(path, roomy, &mut rng).await;
-            let reader = read_in_fits(client, Rng::new(seed ^ 0xC11E), 3);
+            let reader = read_in_fits(client, Rng::with_seed(seed ^ 0xC11E), 3);
             let pushed = join(start_pushers(
                 &session,
                 COUNT,
@@ -409,9 +385,9 @@ async fn a_close_racing_the_pushers_delivers_exactly_what_was_accepted() {
     let mut cut_short = 0;
     for seed in seeds() {
         for path in PATHS {
-            let mut rng = Rng::new(seed);
+            let mut rng = Rng::with_seed(seed);
             let (session, client) = session_and_client(path, roomy, &mut rng).await;
-            let reader = read_in_fits(client, Rng::new(seed ^ 0xC11E), 3);
+            let reader = read_in_fits(client, Rng::with_seed(seed ^ 0xC11E), 3);
             let progress = Arc::default();
             let pushers = start_pushers(
                 &session,
@@ -421,7 +397,7 @@ async fn a_close_racing_the_pushers_delivers_exactly_what_was_accepted() {
                 &progress,
             );
             // Close once the pushers are somewhere between 0% and 80% through.
-            let at = rng.below((PUSHERS * COUNT * 4 / 5) as u64) as usize;
+            let at = rng.u64(..(PUSHERS * COUNT * 4 / 5) as u64) as usize;
             while progress.load(Ordering::Relaxed) < at {
                 thread::yield_now();
             }
@@ -465,10 +441,10 @@ async fn slow_client_policies_announce_every_event_they_take() {
         };
         for seed in seeds() {
             for path in PATHS {
-                let mut rng = Rng::new(seed);
+                let mut rng = Rng::with_seed(seed);
                 let (session, client) = session_and_client(path, tight, &mut rng).await;
                 // A client that pauses often, so that the policy acts.
-                let reader = read_in_fits(client, Rng::new(seed ^ 0x510E), 3);
+                let reader = read_in_fits(client, Rng::with_seed(seed ^ 0x510E), 3);
                 let pushed = join(start_pushers(
                     &session,
                     COUNT,
@@ -526,9 +502,9 @@ async fn the_disconnect_policy_leaves_each_pusher_a_prefix_without_holes() {
     let mut disconnected = 0;
     for seed in seeds() {
         for path in PATHS {
-            let mut rng = Rng::new(seed);
+            let mut rng = Rng::with_seed(seed);
             let (session, client) = session_and_client(path, tight, &mut rng).await;
-            let reader = read_in_fits(client, Rng::new(seed ^ 0x510E), 3);
+            let reader = read_in_fits(client, Rng::with_seed(seed ^ 0x510E), 3);
             let pushed = join(start_pushers(
                 &session,
                 COUNT,
@@ -605,7 +581,7 @@ async fn clients_that_come_and_go_while_threads_broadcast_see_every_id_once() {
             .build();
         let addr = channel_server(channel.clone()).await;
         let clients: Vec<_> = (0..CLIENTS)
-            .map(|c| tokio::spawn(follow(addr, Rng::new(seed ^ (c as u64 + 1) << 48))))
+            .map(|c| tokio::spawn(follow(addr, Rng::with_seed(seed ^ (c as u64 + 1) << 48))))
             .collect();
         // Every client's first connection is registered before the first broadcast.
         tokio::time::timeout(GUARD, async {
@@ -620,15 +596,15 @@ async fn clients_that_come_and_go_while_threads_broadcast_see_every_id_once() {
             .map(|b| {
                 let channel = channel.clone();
                 let ids_tx = ids_tx.clone();
-                let mut rng = Rng::new(seed ^ (b as u64 + 1) << 40);
+                let mut rng = Rng::with_seed(seed ^ (b as u64 + 1) << 40);
                 thread::spawn(move || {
                     for i in 0..COUNT {
                         let sent = channel
                             .broadcast(&Event::new().data(format!("{b}/{i}")))
                             .expect("broadcast");
                         ids_tx.send(sent.id).expect("the test is listening");
-                        if rng.one_in(4) {
-                            thread::sleep(Duration::from_micros(rng.below(400)));
+                        if rng.u64(..4) == 0 {
+                            thread::sleep(Duration::from_micros(rng.u64(..400)));
                         }
                     }
                 })
@@ -678,7 +654,7 @@ async fn follow(addr: SocketAddr, mut rng: Rng) -> (Vec<EventId>, usize) {
             .collect();
         let mut stream = common::open(addr, "/events", &headers).await;
         connections += 1;
-        let stay = rng.pick(&[1, 3, 10, 40, 150]);
+        let stay = pick(&mut rng, &[1, 3, 10, 40, 150]);
         for _ in 0..stay {
             let event = stream.next_event().await.expect("the stream stays open");
             if event.data == "end" {

@@ -11,6 +11,7 @@ mod operations;
 mod requests;
 mod resume;
 mod slow;
+mod stress;
 mod tls;
 
 use tidings::EventId;
