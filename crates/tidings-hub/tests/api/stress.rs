@@ -1,7 +1,8 @@
 //! Many seeds of publishers racing subscribers that come and go over overlapping topics
 //! and patterns: the fan-out's runs (grown mid-pass, or masked per subscriber when their
 //! events go to different subscribers), the hand-over from replay to live, and batches,
-//! all at once.
+//! all at once, with each engine (the disk engine's live feed comes from its writer
+//! thread, the others' from the publishing task).
 //!
 //! A seed fixes the test's choices (topics, batch sizes, pauses, how long each connection
 //! stays), not the threads' interleaving: running many seeds is what makes the rare
@@ -16,7 +17,7 @@ use fastrand::Rng;
 use http::{Method, StatusCode};
 use serde_json::json;
 use tidings::EventId;
-use tidings_hub::engine::{Engine, MemoryEngine};
+use tidings_hub::engine::{DiskEngine, DiskOptions, Engine, MemoryEngine};
 use tidings_hub::Settings;
 
 use crate::common::{request, EventStream, SlowReads, TestHub, PATIENCE};
@@ -75,22 +76,21 @@ fn wants(wanted: &[&str], topics: &[&str]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_that_come_and_go_get_exactly_their_events_once_in_order() {
     for seed in seeds() {
-        for slow_reads in [false, true] {
-            let context = format!(
-                "seed {seed}, {}",
-                if slow_reads { "slow reads" } else { "memory" }
-            );
-            let engine: Arc<dyn Engine> = if slow_reads {
-                Arc::new(SlowReads::new())
-            } else {
-                Arc::new(MemoryEngine::new(100_000, None))
+        for engine in ["memory", "slow reads", "disk"] {
+            let context = format!("seed {seed}, {engine} engine");
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let engine: Arc<dyn Engine> = match engine {
+                "memory" => Arc::new(MemoryEngine::new(100_000, None)),
+                "slow reads" => Arc::new(SlowReads::new()),
+                _ => Arc::new(DiskEngine::open(dir.path(), DiskOptions::default()).expect("opens")),
             };
             let settings = Settings {
                 history_max_events: 100_000,
                 ..Settings::default()
             };
-            let hub = TestHub::start_with_engine(settings, engine).await;
+            let mut hub = TestHub::start_with_engine(settings, engine).await;
             run(&hub, seed, &context).await;
+            hub.shutdown().await.expect("the hub stops cleanly");
         }
     }
 }
