@@ -344,37 +344,86 @@ fn join(pushers: Vec<thread::JoinHandle<Pushed>>) -> Vec<Pushed> {
         .collect()
 }
 
+/// One race, as the seed has it: a session on `path` (configured by `configure`), its
+/// client reading in fits, [`PUSHERS`] threads pushing `count` events each under
+/// `policy`, and the session closed once the pushers are done, or (`close_early`) once
+/// they are somewhere between 0% and 80% through.
+async fn race(
+    seed: u64,
+    path: Path,
+    configure: fn(SessionConfig) -> SessionConfig,
+    policy: SlowClientPolicy,
+    count: usize,
+    close_early: bool,
+) -> Race {
+    let context = format!("seed {seed}, {path:?}, {policy:?}");
+    let mut rng = Rng::with_seed(seed);
+    let (session, client) = session_and_client(path, configure, &mut rng).await;
+    let reader = read_in_fits(client, Rng::with_seed(seed ^ 0xC11E), 3);
+    let progress = Arc::default();
+    let pushers = start_pushers(&session, count, policy, seed, &progress);
+    if close_early {
+        let at = rng.usize(..PUSHERS * count * 4 / 5);
+        while progress.load(Ordering::Relaxed) < at {
+            thread::yield_now();
+        }
+        session.close();
+    }
+    let pushed = join(pushers);
+    session.close();
+    let got = received(reader, &context).await;
+    let by_pusher = by_pusher(&got.events, seed);
+    Race {
+        context,
+        session,
+        pushed,
+        got,
+        by_pusher,
+    }
+}
+
+/// What a [`race`] did, and what its client received.
+struct Race {
+    /// The seed, path and policy, for failure messages.
+    context: String,
+    session: Session,
+    pushed: Vec<Pushed>,
+    got: Received,
+    /// The indexes of each pusher's events, in arrival order.
+    by_pusher: Vec<Vec<usize>>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_pushers_every_event_once_in_each_pushers_order() {
     const COUNT: usize = 300;
     for seed in seeds() {
         for path in PATHS {
-            let mut rng = Rng::with_seed(seed);
-            let (session, client) = session_and_client(path, roomy, &mut rng).await;
-            let reader = read_in_fits(client, Rng::with_seed(seed ^ 0xC11E), 3);
-            let pushed = join(start_pushers(
-                &session,
-                COUNT,
-                SlowClientPolicy::Disconnect,
+            let race = race(
                 seed,
-                &Arc::default(),
-            ));
-            session.close();
-            let context = format!("seed {seed}, {path:?}");
-            let got = received(reader, &context).await;
-            assert!(got.clean, "{context}: the body ends with its last chunk");
-            for (k, seen) in by_pusher(&got.events, seed).into_iter().enumerate() {
+                path,
+                roomy,
+                SlowClientPolicy::Disconnect,
+                COUNT,
+                false,
+            )
+            .await;
+            let context = &race.context;
+            assert!(
+                race.got.clean,
+                "{context}: the body ends with its last chunk"
+            );
+            for (k, seen) in race.by_pusher.iter().enumerate() {
                 assert_eq!(
-                    pushed[k].accepted, COUNT,
+                    race.pushed[k].accepted, COUNT,
                     "{context}: pusher {k} was refused"
                 );
                 assert!(
                     seen.iter().copied().eq(0..COUNT),
                     "{context}: pusher {k}'s events arrived as {}",
-                    describe(&seen)
+                    describe(seen)
                 );
             }
-            assert!(!session.stats().disconnected_slow, "{context}");
+            assert!(!race.session.stats().disconnected_slow, "{context}");
         }
     }
 }
@@ -385,41 +434,27 @@ async fn a_close_racing_the_pushers_delivers_exactly_what_was_accepted() {
     let mut cut_short = 0;
     for seed in seeds() {
         for path in PATHS {
-            let mut rng = Rng::with_seed(seed);
-            let (session, client) = session_and_client(path, roomy, &mut rng).await;
-            let reader = read_in_fits(client, Rng::with_seed(seed ^ 0xC11E), 3);
-            let progress = Arc::default();
-            let pushers = start_pushers(
-                &session,
-                COUNT,
-                SlowClientPolicy::Disconnect,
-                seed,
-                &progress,
+            let race = race(seed, path, roomy, SlowClientPolicy::Disconnect, COUNT, true).await;
+            let context = &race.context;
+            cut_short += usize::from(race.pushed.iter().any(|p| p.refused));
+            assert!(
+                race.got.clean,
+                "{context}: the body ends with its last chunk"
             );
-            // Close once the pushers are somewhere between 0% and 80% through.
-            let at = rng.u64(..(PUSHERS * COUNT * 4 / 5) as u64) as usize;
-            while progress.load(Ordering::Relaxed) < at {
-                thread::yield_now();
-            }
-            session.close();
-            let pushed = join(pushers);
-            cut_short += usize::from(pushed.iter().any(|p| p.refused));
-            let context = format!("seed {seed}, {path:?}");
-            let got = received(reader, &context).await;
-            assert!(got.clean, "{context}: the body ends with its last chunk");
-            for (k, seen) in by_pusher(&got.events, seed).into_iter().enumerate() {
+            for (k, seen) in race.by_pusher.iter().enumerate() {
                 // A push either went out or was refused; the ones accepted before the
                 // close are all flushed, and none after it got in.
+                let pushed = &race.pushed[k];
                 assert!(
-                    seen.iter().copied().eq(0..pushed[k].accepted),
+                    seen.iter().copied().eq(0..pushed.accepted),
                     "{context}: pusher {k} had {} events accepted ({}), which arrived as {}",
-                    pushed[k].accepted,
-                    if pushed[k].refused {
+                    pushed.accepted,
+                    if pushed.refused {
                         "then refused"
                     } else {
                         "all"
                     },
-                    describe(&seen)
+                    describe(seen)
                 );
             }
         }
@@ -441,43 +476,39 @@ async fn slow_client_policies_announce_every_event_they_take() {
         };
         for seed in seeds() {
             for path in PATHS {
-                let mut rng = Rng::with_seed(seed);
-                let (session, client) = session_and_client(path, tight, &mut rng).await;
-                // A client that pauses often, so that the policy acts.
-                let reader = read_in_fits(client, Rng::with_seed(seed ^ 0x510E), 3);
-                let pushed = join(start_pushers(
-                    &session,
-                    COUNT,
-                    policy,
-                    seed,
-                    &Arc::default(),
-                ));
-                session.close();
-                let context = format!("seed {seed}, {path:?}, {policy:?}");
-                let got = received(reader, &context).await;
-                assert!(got.clean, "{context}: the body ends with its last chunk");
+                let race = race(seed, path, tight, policy, COUNT, false).await;
+                let context = &race.context;
+                assert!(
+                    race.got.clean,
+                    "{context}: the body ends with its last chunk"
+                );
                 let mut announced = 0;
-                for gap in got.events.iter().filter(|e| e.event_type == GAP_EVENT_TYPE) {
+                for gap in race
+                    .got
+                    .events
+                    .iter()
+                    .filter(|e| e.event_type == GAP_EVENT_TYPE)
+                {
                     let gap: serde_json::Value =
                         serde_json::from_str(&gap.data).expect("a JSON gap");
                     assert_eq!(gap["reason"], reason, "{context}: {gap}");
                     announced += gap["dropped"].as_u64().expect("a count");
                 }
-                let reported: u64 = pushed.iter().map(|p| p.lost).sum();
+                let reported: u64 = race.pushed.iter().map(|p| p.lost).sum();
                 assert_eq!(
                     announced, reported,
                     "{context}: gap events announce what the pushes were told was lost"
                 );
                 let mut delivered = 0;
-                for (k, seen) in by_pusher(&got.events, seed).into_iter().enumerate() {
+                for (k, seen) in race.by_pusher.iter().enumerate() {
                     assert_eq!(
-                        pushed[k].accepted, COUNT,
+                        race.pushed[k].accepted, COUNT,
                         "{context}: pusher {k} was refused"
                     );
                     assert!(
                         seen.windows(2).all(|w| w[0] < w[1]),
                         "{context}: pusher {k}'s events arrived out of order or twice: {}",
-                        describe(&seen)
+                        describe(seen)
                     );
                     delivered += seen.len() as u64;
                 }
@@ -502,35 +533,38 @@ async fn the_disconnect_policy_leaves_each_pusher_a_prefix_without_holes() {
     let mut disconnected = 0;
     for seed in seeds() {
         for path in PATHS {
-            let mut rng = Rng::with_seed(seed);
-            let (session, client) = session_and_client(path, tight, &mut rng).await;
-            let reader = read_in_fits(client, Rng::with_seed(seed ^ 0x510E), 3);
-            let pushed = join(start_pushers(
-                &session,
-                COUNT,
-                SlowClientPolicy::Disconnect,
+            let race = race(
                 seed,
-                &Arc::default(),
-            ));
-            session.close();
-            let context = format!("seed {seed}, {path:?}");
-            let got = received(reader, &context).await;
-            let cut = session.stats().disconnected_slow;
-            for (k, seen) in by_pusher(&got.events, seed).into_iter().enumerate() {
+                path,
+                tight,
+                SlowClientPolicy::Disconnect,
+                COUNT,
+                false,
+            )
+            .await;
+            let context = &race.context;
+            let cut = race.session.stats().disconnected_slow;
+            for (k, seen) in race.by_pusher.iter().enumerate() {
                 // What was queued when the policy fired is gone (the client resumes from
                 // its last id); what arrived before it has no holes.
                 assert!(
                     seen.iter().copied().eq(0..seen.len()),
                     "{context}: pusher {k}'s events arrived as {}",
-                    describe(&seen)
+                    describe(seen)
                 );
-                assert!(seen.len() <= pushed[k].accepted, "{context}: pusher {k}");
+                assert!(
+                    seen.len() <= race.pushed[k].accepted,
+                    "{context}: pusher {k}"
+                );
                 if !cut {
                     assert_eq!(seen.len(), COUNT, "{context}: pusher {k}, not disconnected");
                 }
             }
             if !cut {
-                assert!(got.clean, "{context}: not disconnected, so a clean end");
+                assert!(
+                    race.got.clean,
+                    "{context}: not disconnected, so a clean end"
+                );
             }
             disconnected += usize::from(cut);
         }

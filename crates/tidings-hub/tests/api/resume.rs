@@ -1,9 +1,8 @@
 //! Reconnecting: replay after Last-Event-ID, gap events, and the seam under racing publishes.
 
-use crate::common::{request, SlowReads, TestHub};
+use crate::common::{publish_json_to, SlowReads, TestHub};
 use crate::id;
-use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,15 +142,7 @@ async fn resume_racing_concurrent_publishes_sees_every_id_once_in_order() {
 
     let addr = hub.addr;
     let publish = move |topics: serde_json::Value, data: String| async move {
-        let body = json!({"topic": topics, "data": data});
-        let reply = request(
-            addr,
-            Method::POST,
-            "/publish",
-            &[("content-type", "application/json")],
-            Bytes::from(body.to_string()),
-        )
-        .await;
+        let reply = publish_json_to(addr, &json!({"topic": topics, "data": data})).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         reply.json()["id"].as_str().expect("id").to_owned()
     };

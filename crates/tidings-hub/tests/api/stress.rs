@@ -12,15 +12,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use fastrand::Rng;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::json;
 use tidings::EventId;
 use tidings_hub::engine::{DiskEngine, DiskOptions, Engine, MemoryEngine};
 use tidings_hub::Settings;
 
-use crate::common::{request, EventStream, SlowReads, TestHub, PATIENCE};
+use crate::common::{publish_json_to, EventStream, SlowReads, TestHub, PATIENCE};
 use crate::id;
 
 /// The seeds to run: `TIDINGS_STRESS_SEED` alone, or `TIDINGS_STRESS_SEEDS` of them.
@@ -136,14 +135,7 @@ async fn run(hub: &TestHub, seed: u64, context: &str) {
                         [one] => one.clone(),
                         _ => json!(events),
                     };
-                    let reply = request(
-                        addr,
-                        Method::POST,
-                        "/publish",
-                        &[("content-type", "application/json")],
-                        Bytes::from(body.to_string()),
-                    )
-                    .await;
+                    let reply = publish_json_to(addr, &body).await;
                     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
                     let answer = reply.json();
                     let ids: Vec<EventId> = match answer.get("ids") {

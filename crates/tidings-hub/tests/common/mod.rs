@@ -105,14 +105,7 @@ impl TestHub {
     }
 
     pub async fn publish_json(&self, value: &serde_json::Value) -> Reply {
-        request(
-            self.addr,
-            Method::POST,
-            "/publish",
-            &[("content-type", "application/json")],
-            Bytes::from(value.to_string()),
-        )
-        .await
+        publish_json_to(self.addr, value).await
     }
 
     /// Publishes `data` to `topic` and returns its id.
@@ -139,6 +132,19 @@ impl Drop for TestHub {
             let _ = stop.send(());
         }
     }
+}
+
+/// `POST /publish` of `value` as JSON to the hub at `addr` (for tasks that outlive a
+/// borrow of the [`TestHub`]).
+pub async fn publish_json_to(addr: SocketAddr, value: &serde_json::Value) -> Reply {
+    request(
+        addr,
+        Method::POST,
+        "/publish",
+        &[("content-type", "application/json")],
+        Bytes::from(value.to_string()),
+    )
+    .await
 }
 
 /// A whole response.
