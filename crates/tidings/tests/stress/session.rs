@@ -1,78 +1,25 @@
-//! Adversarial interleavings, many seeds: what the session queue, direct writes and
-//! channels promise, checked while threads race each other over real sockets.
-//!
-//! Several OS threads push to one session at once (single events, batches, joined runs
-//! shared with other sessions) while its client reads in fits and starts through a small
-//! receive buffer, so that direct writes go through whole, go through in part and are
-//! refused, the queue fills and drains, keep-alive comments fall due between events, and
-//! the session closes. Every case runs on each way a stream is served: the lean path with
-//! direct writes, the lean path without them, and hyper. Channels are raced by threads
-//! that broadcast while clients drop and resume, and the `EventSource` client by a server
-//! that cuts each connection at a byte of its choosing.
-//!
-//! Each case runs once per seed. A seed fixes every choice the test makes (sizes, push
-//! kinds, pauses), not the threads' interleaving, which is the operating system's: running
-//! many seeds is what makes the rare interleavings happen. `TIDINGS_STRESS_SEEDS=N` runs
-//! N seeds (default 8), `TIDINGS_STRESS_SEED=S` runs seed S alone; a failure names its
-//! seed. Pauses only shape the races: what is asserted of the events holds however the
-//! threads ran. Each case also checks, over all its seeds, that its race happened at least
-//! once (a close before the pushers were done, a policy that acted), so that it cannot
-//! pass by testing nothing.
+//! Threads pushing to one session while its client reads in fits (see the crate docs).
 
-mod common;
-
-use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, Uri};
-use axum::routing::get;
 use bytes::Bytes;
-use common::{dechunk, open_session_at, serve_sessions, VIA_HYPER};
+use fastrand::Rng;
 use tidings::server::{
-    Channel, HistoryLimits, PushOutcome, Session, SessionConfig, SessionStream, SharedBytes,
-    SlowClientPolicy, GAP_EVENT_TYPE,
+    PushOutcome, Session, SessionConfig, SharedBytes, SlowClientPolicy, GAP_EVENT_TYPE,
 };
 use tidings::wire::{MessageEvent, Parser};
-use tidings::{Event, EventId};
+use tidings::Event;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::mpsc;
 
-use fastrand::Rng;
-
-/// A generous guard so a lost event fails the test instead of hanging it; never a
-/// performance bound.
-const GUARD: Duration = Duration::from_secs(30);
+use crate::common::{dechunk, open_session_at, serve_sessions, VIA_HYPER};
+use crate::{pick, seeds, GUARD};
 
 /// Threads pushing to one session at once.
 const PUSHERS: usize = 3;
-
-/// The seeds to run: `TIDINGS_STRESS_SEED` alone, or `TIDINGS_STRESS_SEEDS` of them.
-fn seeds() -> Vec<u64> {
-    let number = |name: &str| {
-        std::env::var(name).ok().map(|v| {
-            v.parse::<u64>()
-                .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
-        })
-    };
-    match (
-        number("TIDINGS_STRESS_SEED"),
-        number("TIDINGS_STRESS_SEEDS"),
-    ) {
-        (Some(seed), _) => vec![seed],
-        (None, count) => (1..=count.unwrap_or(8)).collect(),
-    }
-}
-
-/// One of `choices`, as the seed has it.
-fn pick<T: Copy>(rng: &mut Rng, choices: &[T]) -> T {
-    choices[rng.usize(..choices.len())]
-}
 
 /// Where a stream is served (see the module docs).
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +46,7 @@ impl Path {
 
 /// Keep-alive comments as often as the timer allows, so that they race the pushes; no
 /// `retry:`; a queue that never fills.
-fn roomy(config: SessionConfig) -> SessionConfig {
+pub(crate) fn roomy(config: SessionConfig) -> SessionConfig {
     config
         .keep_alive(Some(Duration::from_millis(1)))
         .retry(None)
@@ -590,271 +537,4 @@ fn describe(seen: &[usize]) -> String {
         }
     }
     format!("[{}] ({} events)", runs.join(", "), seen.len())
-}
-
-/// A channel whose sessions come from `GET /events` (resuming from `Last-Event-ID`).
-async fn channel_server(channel: Channel) -> SocketAddr {
-    async fn events(State(channel): State<Channel>, headers: HeaderMap, uri: Uri) -> SessionStream {
-        let config = roomy(SessionConfig::from_request(&headers, &uri));
-        let (session, stream) = Session::new(config, ());
-        channel.register(&session).expect("registers");
-        stream
-    }
-    let app = axum::Router::new()
-        .route("/events", get(events))
-        .with_state(channel);
-    common::serve(app).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_that_come_and_go_while_threads_broadcast_see_every_id_once() {
-    const BROADCASTERS: usize = 3;
-    const COUNT: usize = 200;
-    const CLIENTS: usize = 3;
-    for seed in seeds() {
-        let channel = Channel::builder()
-            .history(HistoryLimits::new().max_events(BROADCASTERS * COUNT + 10))
-            .build();
-        let addr = channel_server(channel.clone()).await;
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|c| tokio::spawn(follow(addr, Rng::with_seed(seed ^ (c as u64 + 1) << 48))))
-            .collect();
-        // Every client's first connection is registered before the first broadcast.
-        tokio::time::timeout(GUARD, async {
-            while channel.session_count() < CLIENTS {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await
-        .expect("the clients connect");
-        let (ids_tx, mut ids_rx) = mpsc::unbounded_channel();
-        let broadcasters: Vec<_> = (0..BROADCASTERS)
-            .map(|b| {
-                let channel = channel.clone();
-                let ids_tx = ids_tx.clone();
-                let mut rng = Rng::with_seed(seed ^ (b as u64 + 1) << 40);
-                thread::spawn(move || {
-                    for i in 0..COUNT {
-                        let sent = channel
-                            .broadcast(&Event::new().data(format!("{b}/{i}")))
-                            .expect("broadcast");
-                        ids_tx.send(sent.id).expect("the test is listening");
-                        if rng.u64(..4) == 0 {
-                            thread::sleep(Duration::from_micros(rng.u64(..400)));
-                        }
-                    }
-                })
-            })
-            .collect();
-        drop(ids_tx);
-        for b in broadcasters {
-            b.join().expect("a broadcaster");
-        }
-        // Broadcast last, so a client that reaches it has had its chance at the rest.
-        channel
-            .broadcast(&Event::new().data("end"))
-            .expect("broadcast");
-        let mut all: Vec<EventId> = Vec::new();
-        while let Some(id) = ids_rx.recv().await {
-            all.push(id);
-        }
-        all.sort();
-        for (c, client) in clients.into_iter().enumerate() {
-            let (seen, connections) = tokio::time::timeout(GUARD, client)
-                .await
-                .unwrap_or_else(|_| panic!("seed {seed}: client {c} stalled"))
-                .expect("a client");
-            let first_difference = seen.iter().zip(&all).position(|(s, a)| s != a);
-            assert!(
-                seen == all,
-                "seed {seed}: client {c}, across {connections} connections, saw {} ids of {}; \
-                 the first difference at {first_difference:?}",
-                seen.len(),
-                all.len(),
-            );
-        }
-    }
-}
-
-/// A client that reads a few events, drops its connection and resumes from its last id,
-/// until the `end` event: the ids it saw, and over how many connections.
-async fn follow(addr: SocketAddr, mut rng: Rng) -> (Vec<EventId>, usize) {
-    let mut seen = Vec::new();
-    let mut last: Option<String> = None;
-    let mut connections = 0;
-    loop {
-        let headers: Vec<(&str, &str)> = last
-            .as_deref()
-            .map(|id| ("last-event-id", id))
-            .into_iter()
-            .collect();
-        let mut stream = common::open(addr, "/events", &headers).await;
-        connections += 1;
-        let stay = pick(&mut rng, &[1, 3, 10, 40, 150]);
-        for _ in 0..stay {
-            let event = stream.next_event().await.expect("the stream stays open");
-            if event.data == "end" {
-                return (seen, connections);
-            }
-            let id = event.id.expect("every event has an id");
-            seen.push(EventId::from_str(&id).expect("an event id"));
-            last = Some(id);
-        }
-    }
-}
-
-/// How many events the cut-anywhere stream carries.
-#[cfg(feature = "client")]
-const CUT_EVENTS: usize = 60;
-
-/// Event `k` of the cut-anywhere stream as a client must dispatch it: its type and data
-/// follow from the seed and `k` alone, so every connection sends the same events.
-#[cfg(feature = "client")]
-fn cut_event(seed: u64, k: usize) -> MessageEvent {
-    let mut rng = Rng::with_seed(seed ^ (k as u64) << 20);
-    let lines: Vec<String> = (0..1 + rng.usize(..3))
-        .map(|line| format!("{k}.{line} {}", "é".repeat(rng.usize(..4))))
-        .collect();
-    MessageEvent {
-        event_type: if rng.bool() { "message" } else { "tick" }.to_owned(),
-        data: lines.join("\n"),
-        last_event_id: k.to_string(),
-    }
-}
-
-/// `event` on the wire, with the line ends, comments and field order `rng` picks.
-#[cfg(feature = "client")]
-fn cut_event_bytes(event: &MessageEvent, rng: &mut Rng) -> Vec<u8> {
-    let end = pick(rng, &["\n", "\r", "\r\n"]);
-    let mut lines: Vec<String> = Vec::new();
-    if rng.u64(..4) == 0 {
-        lines.push(": a comment".to_owned());
-    }
-    if event.event_type != "message" || rng.bool() {
-        lines.push(format!("event: {}", event.event_type));
-    }
-    lines.extend(event.data.split('\n').map(|line| format!("data: {line}")));
-    // The id anywhere in the block: it takes effect only when the block is complete.
-    let at = rng.usize(..=lines.len());
-    lines.insert(at, format!("id: {}", event.last_event_id));
-    let mut bytes = lines.join(end).into_bytes();
-    bytes.extend_from_slice(end.as_bytes());
-    bytes.extend_from_slice(end.as_bytes());
-    bytes
-}
-
-/// A server of the cut-anywhere stream: each connection resumes after the request's
-/// `Last-Event-ID`, and (two times in three) is cut at a byte the seed picks, by a close
-/// or a reset, its bytes written in pieces of the seed's sizes. Once the client has every
-/// event, it is told to stop with 204.
-#[cfg(feature = "client")]
-async fn cut_anywhere_server(seed: u64) -> SocketAddr {
-    use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        for connection in 0u64.. {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let mut rng = Rng::with_seed(seed ^ connection << 8);
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.ends_with(b"\r\n\r\n") {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-            let last: usize = head
-                .split("\r\n")
-                .find_map(|line| line.strip_prefix("last-event-id:"))
-                .map_or(0, |id| id.trim().parse().expect("an id this server sent"));
-            if last == CUT_EVENTS {
-                let _ = socket
-                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-                    .await;
-                return;
-            }
-            let mut body = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec();
-            let head_len = body.len();
-            if rng.u64(..4) == 0 {
-                body.extend_from_slice("\u{FEFF}".as_bytes()); // one BOM, dropped
-            }
-            // Something before the first event, or nothing: a BOM must be dropped before
-            // any of these, and an empty block must commit no id the last connection left
-            // unfinished.
-            body.extend_from_slice(pick(
-                &mut rng,
-                &[&b""[..], b"retry: 1\n", b"retry: 1\n\n", b":hi\n\n"],
-            ));
-            for k in last + 1..=CUT_EVENTS {
-                body.extend(cut_event_bytes(&cut_event(seed, k), &mut rng));
-            }
-            let cut = if rng.u64(..3) == 0 {
-                body.len()
-            } else {
-                head_len + rng.usize(..body.len() - head_len)
-            };
-            let mut at = 0;
-            while at < cut {
-                let piece = (1 + rng.usize(..64)).min(cut - at);
-                if socket.write_all(&body[at..at + piece]).await.is_err() {
-                    break;
-                }
-                at += piece;
-                if rng.u64(..8) == 0 {
-                    tokio::time::sleep(Duration::from_micros(rng.u64(..500))).await;
-                }
-            }
-            if rng.bool() {
-                let _ = socket.set_zero_linger(); // a reset, not a close
-            }
-        }
-    });
-    addr
-}
-
-#[cfg(feature = "client")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_cut_anywhere_resumes_without_a_gap_or_a_duplicate() {
-    use futures_util::StreamExt;
-    use tidings::client::{EventSource, Item};
-    let mut cuts = 0;
-    for seed in seeds() {
-        let addr = cut_anywhere_server(seed).await;
-        let source = EventSource::builder(&format!("http://{addr}/events"))
-            .retry(Duration::from_millis(1))
-            .max_backoff(Duration::from_millis(5))
-            .build()
-            .expect("a valid source");
-        let items = tokio::time::timeout(GUARD, source.collect::<Vec<Item>>())
-            .await
-            .unwrap_or_else(|_| panic!("seed {seed}: the client did not finish"));
-        let connections = items
-            .iter()
-            .filter(|item| matches!(item, Item::State(tidings::client::ReadyState::Open)))
-            .count();
-        cuts += connections - 1;
-        let events: Vec<MessageEvent> = items
-            .into_iter()
-            .filter_map(|item| match item {
-                Item::Event(event) => Some(event),
-                _ => None,
-            })
-            .collect();
-        let expected: Vec<MessageEvent> = (1..=CUT_EVENTS).map(|k| cut_event(seed, k)).collect();
-        let first_difference = events.iter().zip(&expected).position(|(e, x)| e != x);
-        assert!(
-            events == expected,
-            "seed {seed}: over {connections} connections the client dispatched {} events of \
-             {CUT_EVENTS}; the first difference at {first_difference:?}: {:?}",
-            events.len(),
-            first_difference.map(|i| (&events[i], &expected[i]))
-        );
-    }
-    assert!(cuts > 0, "no connection was cut: nothing was resumed");
 }
