@@ -17,9 +17,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -126,9 +126,9 @@ struct Watched {
     in_flight: AtomicUsize,
     /// When the last request in progress ended (or the connection started).
     idle_since: Mutex<Instant>,
-    /// The sessions whose event streams this connection carries.
-    sessions: Mutex<Vec<Weak<Link>>>,
-    /// The loop, waiting for a session to be disconnected as slow.
+    /// A session this connection carries was disconnected as slow.
+    slow: AtomicBool,
+    /// The loop, waiting for `slow`.
     waiting: AtomicWaker,
 }
 
@@ -137,7 +137,7 @@ impl Watched {
         Watched {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
-            sessions: Mutex::default(),
+            slow: AtomicBool::new(false),
             waiting: AtomicWaker::new(),
         }
     }
@@ -154,30 +154,37 @@ impl Watched {
         (self.in_flight.load(Ordering::Acquire) == 0).then_some(since)
     }
 
-    fn add_session(&self, link: &Arc<Link>) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(link));
-        self.waiting.wake();
+    /// Watches a session this connection answered with: the `disconnect` policy closing
+    /// it wakes this (see [`Wake`] below), once. Registered once per session, so that
+    /// the loop's every poll (one per event written) takes no lock.
+    fn add_session(self: &Arc<Self>, link: &Link) {
+        if link.abandoned_while_stalled(&Waker::from(Arc::clone(self))) {
+            self.wake_by_ref();
+        }
     }
 
     /// Resolves when the `disconnect` policy has closed one of the sessions.
     fn slow_session(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
             self.waiting.register(cx.waker());
-            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            sessions.retain(|session| session.strong_count() > 0);
-            let slow = sessions
-                .iter()
-                .filter_map(Weak::upgrade)
-                .any(|link| link.abandoned_while_stalled(cx.waker()));
-            if slow {
+            if self.slow.load(Ordering::Acquire) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             }
         })
+    }
+}
+
+/// Woken by a session's queue when the `disconnect` policy closes it.
+impl Wake for Watched {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.slow.store(true, Ordering::Release);
+        self.waiting.wake();
     }
 }
 
