@@ -1,8 +1,9 @@
 //! Many seeds of publishers racing subscribers that come and go over overlapping topics
 //! and patterns: the fan-out's runs (grown mid-pass, or masked per subscriber when their
 //! events go to different subscribers), the hand-over from replay to live, and batches,
-//! all at once, with each engine (the disk engine's live feed comes from its writer
-//! thread, the others' from the publishing task).
+//! all at once, with each engine: the memory engine (its live feed comes from the
+//! publishing task), one whose history reads are slow and whose feed arrives late
+//! (`SlowReads`), and the disk engine (its feed comes from its writer thread).
 //!
 //! A seed fixes the test's choices (topics, batch sizes, pauses, how long each connection
 //! stays), not the threads' interleaving: running many seeds is what makes the rare
@@ -74,20 +75,31 @@ fn wants(wanted: &[&str], topics: &[&str]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_that_come_and_go_get_exactly_their_events_once_in_order() {
+    // History that keeps every event of a run (SlowReads keeps 100,000 of its own).
+    let settings = Settings {
+        history_max_events: 100_000,
+        history_max_age: None,
+        ..Settings::default()
+    };
     for seed in seeds() {
         for engine in ["memory", "slow reads", "disk"] {
             let context = format!("seed {seed}, {engine} engine");
             let dir = tempfile::tempdir().expect("a temporary directory");
             let engine: Arc<dyn Engine> = match engine {
-                "memory" => Arc::new(MemoryEngine::new(100_000, None)),
+                "memory" => Arc::new(MemoryEngine::new(
+                    settings.history_max_events,
+                    settings.history_max_age,
+                )),
                 "slow reads" => Arc::new(SlowReads::new()),
-                _ => Arc::new(DiskEngine::open(dir.path(), DiskOptions::default()).expect("opens")),
+                _ => Arc::new(
+                    DiskEngine::open(
+                        dir.path(),
+                        DiskOptions::from_settings(&settings).expect("valid"),
+                    )
+                    .expect("opens"),
+                ),
             };
-            let settings = Settings {
-                history_max_events: 100_000,
-                ..Settings::default()
-            };
-            let mut hub = TestHub::start_with_engine(settings, engine).await;
+            let mut hub = TestHub::start_with_engine(settings.clone(), engine).await;
             run(&hub, seed, &context).await;
             hub.shutdown().await.expect("the hub stops cleanly");
         }
@@ -184,11 +196,16 @@ async fn run(hub: &TestHub, seed: u64, context: &str) {
             .filter(|(_, topics)| wants(wanted, topics))
             .map(|(id, _)| *id)
             .collect();
-        let first_difference = seen.iter().zip(&expected).position(|(s, e)| s != e);
+        // Where they part: the first id that differs, or the end of the shorter.
+        let first_difference = seen
+            .iter()
+            .zip(&expected)
+            .position(|(s, e)| s != e)
+            .unwrap_or(seen.len().min(expected.len()));
         assert!(
             seen == expected,
             "{context}: subscriber {wanted:?}, over {connections} connections, saw {} events of \
-             {}; the first difference at {first_difference:?}",
+             {}; the first difference at {first_difference}",
             seen.len(),
             expected.len()
         );

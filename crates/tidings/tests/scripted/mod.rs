@@ -101,11 +101,34 @@ pub fn serve(listener: TcpListener, scripts: Vec<Vec<Step>>) -> Server {
 
 pub async fn answer(mut socket: TcpStream, script: Vec<Step>, recorded: Arc<Mutex<Vec<Request>>>) {
     socket.set_nodelay(true).expect("nodelay");
+    let Some(request) = read_request(&mut socket).await else {
+        return;
+    };
+    recorded.lock().expect("not poisoned").push(request);
+    for step in script {
+        match step {
+            Step::Send(bytes) => {
+                if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
+                    return;
+                }
+            }
+            Step::Pause(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            Step::Hold => tokio::time::sleep(Duration::from_secs(3600)).await,
+            Step::Reset => {
+                socket.set_zero_linger().expect("SO_LINGER");
+                return;
+            }
+        }
+    }
+}
+
+/// Reads one request head from `socket`: `None` when the client goes away first.
+pub async fn read_request(socket: &mut TcpStream) -> Option<Request> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.ends_with(b"\r\n\r\n") {
         match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
         assert!(head.len() < 64 * 1024, "request head too long");
@@ -122,26 +145,11 @@ pub async fn answer(mut socket: TcpStream, script: Vec<Step>, recorded: Arc<Mute
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    recorded.lock().expect("not poisoned").push(Request {
+    Some(Request {
         target,
         headers,
         at: Instant::now(),
-    });
-    for step in script {
-        match step {
-            Step::Send(bytes) => {
-                if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
-                    return;
-                }
-            }
-            Step::Pause(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
-            Step::Hold => tokio::time::sleep(Duration::from_secs(3600)).await,
-            Step::Reset => {
-                socket.set_zero_linger().expect("SO_LINGER");
-                return;
-            }
-        }
-    }
+    })
 }
 
 /// Items in a form that is easy to compare.

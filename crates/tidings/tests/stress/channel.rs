@@ -11,10 +11,9 @@ use axum::routing::get;
 use fastrand::Rng;
 use tidings::server::{Channel, HistoryLimits, Session, SessionConfig, SessionStream};
 use tidings::{Event, EventId};
-use tokio::sync::mpsc;
 
 use crate::session::roomy;
-use crate::{common, pick, seeds, GUARD};
+use crate::{assert_same_sequence, common, pick, seeds, GUARD};
 
 /// A channel whose sessions come from `GET /events` (resuming from `Last-Event-ID`).
 async fn channel_server(channel: Channel) -> SocketAddr {
@@ -51,51 +50,41 @@ async fn clients_that_come_and_go_while_threads_broadcast_see_every_id_once() {
         })
         .await
         .expect("the clients connect");
-        let (ids_tx, mut ids_rx) = mpsc::unbounded_channel();
         let broadcasters: Vec<_> = (0..BROADCASTERS)
             .map(|b| {
                 let channel = channel.clone();
-                let ids_tx = ids_tx.clone();
                 let mut rng = Rng::with_seed(seed ^ (b as u64 + 1) << 40);
                 thread::spawn(move || {
+                    let mut ids = Vec::with_capacity(COUNT);
                     for i in 0..COUNT {
                         let sent = channel
                             .broadcast(&Event::new().data(format!("{b}/{i}")))
                             .expect("broadcast");
-                        ids_tx.send(sent.id).expect("the test is listening");
+                        ids.push(sent.id);
                         if rng.u64(..4) == 0 {
                             thread::sleep(Duration::from_micros(rng.u64(..400)));
                         }
                     }
+                    ids
                 })
             })
             .collect();
-        drop(ids_tx);
+        let mut all: Vec<EventId> = Vec::new();
         for b in broadcasters {
-            b.join().expect("a broadcaster");
+            all.extend(b.join().expect("a broadcaster"));
         }
+        all.sort();
         // Broadcast last, so a client that reaches it has had its chance at the rest.
         channel
             .broadcast(&Event::new().data("end"))
             .expect("broadcast");
-        let mut all: Vec<EventId> = Vec::new();
-        while let Some(id) = ids_rx.recv().await {
-            all.push(id);
-        }
-        all.sort();
         for (c, client) in clients.into_iter().enumerate() {
             let (seen, connections) = tokio::time::timeout(GUARD, client)
                 .await
                 .unwrap_or_else(|_| panic!("seed {seed}: client {c} stalled"))
                 .expect("a client");
-            let first_difference = seen.iter().zip(&all).position(|(s, a)| s != a);
-            assert!(
-                seen == all,
-                "seed {seed}: client {c}, across {connections} connections, saw {} ids of {}; \
-                 the first difference at {first_difference:?}",
-                seen.len(),
-                all.len(),
-            );
+            let context = format!("seed {seed}: client {c}, over {connections} connections");
+            assert_same_sequence(&seen, &all, &context);
         }
     }
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use fastrand::Rng;
 use tidings::wire::MessageEvent;
-use tokio::io::AsyncReadExt;
 
-use crate::{pick, seeds, GUARD};
+use crate::scripted::{read_request, NO_CONTENT, SSE_HEAD};
+use crate::{assert_same_sequence, pick, seeds, GUARD};
 
 /// How many events the cut-anywhere stream carries.
 const CUT_EVENTS: usize = 60;
@@ -63,26 +63,17 @@ async fn cut_anywhere_server(seed: u64) -> SocketAddr {
                 return;
             };
             let mut rng = Rng::with_seed(seed ^ connection << 8);
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.ends_with(b"\r\n\r\n") {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-            let last: usize = head
-                .split("\r\n")
-                .find_map(|line| line.strip_prefix("last-event-id:"))
-                .map_or(0, |id| id.trim().parse().expect("an id this server sent"));
+            let Some(request) = read_request(&mut socket).await else {
+                continue;
+            };
+            let last: usize = request
+                .header("last-event-id")
+                .map_or(0, |id| id.parse().expect("an id this server sent"));
             if last == CUT_EVENTS {
-                let _ = socket
-                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-                    .await;
+                let _ = socket.write_all(NO_CONTENT.as_bytes()).await;
                 return;
             }
-            let mut body = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec();
+            let mut body = SSE_HEAD.as_bytes().to_vec();
             let head_len = body.len();
             if rng.u64(..4) == 0 {
                 body.extend_from_slice("\u{FEFF}".as_bytes()); // one BOM, dropped
@@ -149,14 +140,8 @@ async fn a_client_cut_anywhere_resumes_without_a_gap_or_a_duplicate() {
             })
             .collect();
         let expected: Vec<MessageEvent> = (1..=CUT_EVENTS).map(|k| cut_event(seed, k)).collect();
-        let first_difference = events.iter().zip(&expected).position(|(e, x)| e != x);
-        assert!(
-            events == expected,
-            "seed {seed}: over {connections} connections the client dispatched {} events of \
-             {CUT_EVENTS}; the first difference at {first_difference:?}: {:?}",
-            events.len(),
-            first_difference.map(|i| (&events[i], &expected[i]))
-        );
+        let context = format!("seed {seed}: events over {connections} connections");
+        assert_same_sequence(&events, &expected, &context);
     }
     assert!(cuts > 0, "no connection was cut: nothing was resumed");
 }

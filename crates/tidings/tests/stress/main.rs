@@ -24,6 +24,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+#[cfg(feature = "client")]
+#[allow(dead_code)] // the scripted server's parts the client tests use and these do not
+#[path = "../scripted/mod.rs"]
+mod scripted;
+
 mod channel;
 #[cfg(feature = "client")]
 mod client;
@@ -57,4 +62,29 @@ pub(crate) fn seeds() -> Vec<u64> {
 /// One of `choices`, as the seed has it.
 pub(crate) fn pick<T: Copy>(rng: &mut Rng, choices: &[T]) -> T {
     choices[rng.usize(..choices.len())]
+}
+
+/// Asserts that `seen` is `expected`, naming on failure how many of each there were and
+/// the first place they differ (the end of the shorter, when one is a prefix of the
+/// other).
+pub(crate) fn assert_same_sequence<T: PartialEq + std::fmt::Debug>(
+    seen: &[T],
+    expected: &[T],
+    context: &str,
+) {
+    if seen == expected {
+        return;
+    }
+    let at = seen
+        .iter()
+        .zip(expected)
+        .position(|(s, e)| s != e)
+        .unwrap_or(seen.len().min(expected.len()));
+    panic!(
+        "{context}: {} of {} expected; the first difference at {at}: {:?} where {:?} was expected",
+        seen.len(),
+        expected.len(),
+        seen.get(at),
+        expected.get(at)
+    );
 }

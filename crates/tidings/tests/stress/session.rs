@@ -77,10 +77,10 @@ async fn session_and_client(
 }
 
 /// Reads `client` until its response ends (the last chunk, or the connection's end) in
-/// reads of sizes the seed picks, pausing now and then, and returns the events of the
-/// response body (the body must be chunked; `clean` says whether it ended with the last
-/// chunk).
-fn read_in_fits(mut client: TcpStream, mut rng: Rng, pause_one_in: u64) -> Reader {
+/// reads of sizes the seed picks, pausing after one read in three (often enough for a
+/// small queue to overflow), and returns the events of the response body (the body must
+/// be chunked; `clean` says whether it ended with the last chunk).
+fn read_in_fits(mut client: TcpStream, mut rng: Rng) -> Reader {
     let so_far = Arc::new(Mutex::new(Vec::new()));
     let wire_so_far = Arc::clone(&so_far);
     let task = tokio::spawn(async move {
@@ -100,7 +100,7 @@ fn read_in_fits(mut client: TcpStream, mut rng: Rng, pause_one_in: u64) -> Reade
             if ended {
                 break;
             }
-            if rng.u64(..pause_one_in) == 0 {
+            if rng.u64(..3) == 0 {
                 tokio::time::sleep(Duration::from_micros(rng.u64(..3000))).await;
             }
         }
@@ -150,7 +150,7 @@ async fn received(reader: Reader, context: &str) -> Received {
 /// the receiver can check (a keep-alive or another pusher's bytes inside an event would
 /// show there).
 fn event(k: usize, i: usize, rng: &mut Rng) -> Event {
-    let len = pick(rng, &[0, 1, 40, 700, 3000, 9000]) as usize + rng.usize(..8);
+    let len = pick(rng, &[0, 1, 40, 700, 3000, 9000]) + rng.usize(..8);
     let letter = char::from(b'a' + ((k * 7 + i) % 26) as u8);
     let pad: String = std::iter::repeat_n(letter, len).collect();
     Event::new().data(format!("{k} {i} {len} {pad}"))
@@ -197,28 +197,19 @@ fn push(
     rng: &mut Rng,
 ) -> Result<PushOutcome, tidings::Error> {
     let events: Vec<Event> = (first..first + count).map(|i| event(k, i, rng)).collect();
+    let parts: Vec<Bytes> = events.iter().map(Event::encode).collect::<Result<_, _>>()?;
     if count == 1 && policy != SlowClientPolicy::Disconnect {
         // Only one event per queue item keeps the policies' counts in events.
-        return session.push_bytes(events[0].encode()?, policy);
+        return session.push_bytes(parts[0].clone(), policy);
     }
     match rng.u64(..4) {
         0 if count == 1 => session.push(&events[0]),
         0 | 1 => session.push_batch(&events),
         2 => {
-            let parts: Vec<Bytes> = events
-                .iter()
-                .map(|e| e.encode())
-                .collect::<Result<_, _>>()?;
             let joined = SharedBytes::new(Bytes::from(parts.concat()));
             session.push_bytes_joined(&parts, &joined, policy)
         }
-        _ => {
-            let parts: Vec<Bytes> = events
-                .iter()
-                .map(|e| e.encode())
-                .collect::<Result<_, _>>()?;
-            session.push_bytes(Bytes::from(parts.concat()), policy)
-        }
+        _ => session.push_bytes(Bytes::from(parts.concat()), policy),
     }
 }
 
@@ -308,7 +299,7 @@ async fn race(
     let context = format!("seed {seed}, {path:?}, {policy:?}");
     let mut rng = Rng::with_seed(seed);
     let (session, client) = session_and_client(path, configure, &mut rng).await;
-    let reader = read_in_fits(client, Rng::with_seed(seed ^ 0xC11E), 3);
+    let reader = read_in_fits(client, Rng::with_seed(seed ^ 0xC11E));
     let progress = Arc::default();
     let pushers = start_pushers(&session, count, policy, seed, &progress);
     if close_early {
@@ -319,7 +310,9 @@ async fn race(
         session.close();
     }
     let pushed = join(pushers);
-    session.close();
+    if !close_early {
+        session.close();
+    }
     let got = received(reader, &context).await;
     let by_pusher = by_pusher(&got.events, seed);
     Race {
@@ -372,7 +365,6 @@ async fn many_pushers_every_event_once_in_each_pushers_order() {
                     describe(seen)
                 );
             }
-            assert!(!race.session.stats().disconnected_slow, "{context}");
         }
     }
 }
